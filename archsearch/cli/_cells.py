@@ -1,0 +1,58 @@
+"""``archsearch cells`` and ``archsearch show``: the seed cells, their equations and pictures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from archsearch.errors import CLIUsageError, InvalidGraphError
+from archsearch.ir import Cell
+from archsearch.search_spaces import seed, seeds
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cells", help="list the seed cells")
+    p.set_defaults(func=run_cells)
+    p = sub.add_parser("show", help="equations (and a picture) of a cell")
+    p.add_argument("cell", help="a seed name or a cell JSON file")
+    p.add_argument("--picture", metavar="FILE", help="draw the graph to FILE (.png or .svg)")
+    p.add_argument("--json", action="store_true", help="print the canonical JSON instead")
+    p.set_defaults(func=run_show)
+
+
+def load_cell(spec: str) -> Cell:
+    """A seed name, or a path to a cell JSON file."""
+    path = Path(spec)
+    if spec.endswith(".json") or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise CLIUsageError(f"cannot read cell file {spec!r}: {e.strerror}") from e
+        return Cell.from_json(text)
+    try:
+        return seed(spec)
+    except InvalidGraphError as e:
+        raise CLIUsageError(str(e)) from e
+
+
+def run_cells(args: argparse.Namespace) -> int:
+    print("\n".join(seeds()))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    cell = load_cell(args.cell)
+    if args.json:
+        print(cell.to_json(indent=2))
+    else:
+        print(f"{cell.name}  ({len(cell)} nodes, states {', '.join(s.name for s in cell.states)}, depth {cell.depth})")
+        if cell.doc:
+            print(cell.doc)
+        print()
+        print(cell.equations())
+    if args.picture:
+        from archsearch.ir.draw import draw_cell
+
+        draw_cell(cell, args.picture)
+        print(f"\npicture written to {args.picture}")
+    return 0
