@@ -12,14 +12,14 @@ from archsearch.ir import Cell
 from archsearch.search_spaces import seed, seeds
 
 if TYPE_CHECKING:
-    from archsearch.compile import CellStack
+    from archsearch.compiler import CellStack
 
 __version__ = "0.1.0"
 __all__ = ["ArchsearchError", "Cell", "compile", "seed", "seeds", "__version__"]
 
 
 def compile(cell: Cell, input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> "CellStack":
-    """Compile ``cell`` into a ``torch.nn.Module``; see :func:`archsearch.compile.compile_cell`."""
-    from archsearch.compile import compile_cell
+    """Compile ``cell`` into a ``torch.nn.Module``; see :func:`archsearch.compiler.compile_cell`."""
+    from archsearch.compiler import compile_cell
 
     return compile_cell(cell, input_size, hidden_size, num_layers, **kwargs)

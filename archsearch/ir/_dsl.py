@@ -17,7 +17,7 @@ Equations: ``name = expr``; ``s' = expr`` sets the new value of state ``s``.
 Expressions use ``+ - *``, the constant ``1``, and the functions
 ``tanh sigmoid relu identity step hard_sigmoid(v[, slope=a])``,
 ``W(v[, a=d])`` (square matrix, diagonal offset d) and ``w(v)`` (a row: a scalar
-gate). A ``b`` or ``b(init)`` term in a sum gives the sum's first linear a bias.
+gate). The k-th ``b`` or ``b(init)`` term of a sum gives its k-th linear a bias.
 """
 
 from __future__ import annotations
@@ -81,21 +81,19 @@ class _Builder:
         raise self.fail(f"unsupported expression {ast.unparse(node)!r}")
 
     def build_sum(self, node: ast.BinOp) -> str:
+        """A sum; its k-th bias term (``b`` or ``b(init)``) goes to its k-th linear term."""
         terms: list[ast.AST] = []
         _flatten_sum(node, terms)
         biases = [t for t in terms if _is_bias(t)]
-        others = [t for t in terms if not _is_bias(t)]
-        if len(biases) > 1:
-            raise self.fail("a sum may have only one bias term")
-        if not others:
+        names = [self.build(t) for t in terms if not _is_bias(t)]
+        if not names:
             raise self.fail("a bias needs a linear term beside it")
-        names = [self.build(t) for t in others]
-        if biases:
-            first_linear = next((n for n in names if self.cell[n].op is Op.LINEAR), None)
-            if first_linear is None:
-                raise self.fail(f"bias without a W(...) or w(...) term in {ast.unparse(node)!r}")
-            self.cell[first_linear].attrs["bias"] = True
-            self.cell[first_linear].attrs["bias_init"] = _bias_init(biases[0])
+        linears = [n for n in names if self.cell[n].op is Op.LINEAR]
+        if len(biases) > len(linears):
+            raise self.fail(f"more bias terms than W(...)/w(...) terms in {ast.unparse(node)!r}")
+        for linear, bias in zip(linears, biases):
+            self.cell[linear].attrs["bias"] = True
+            self.cell[linear].attrs["bias_init"] = _bias_init(bias)
         total = names[0]
         for other in names[1:]:
             total = self.new("add", Op.ADD, (total, other))

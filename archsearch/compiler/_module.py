@@ -1,0 +1,207 @@
+"""``nn.Module``s built from cell graphs: one layer (:class:`CompiledCell`) and a stack (:class:`CellStack`)."""
+
+from __future__ import annotations
+
+import itertools
+import linecache
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.compiler._codegen import HELPERS_SOURCE, Plan, plan_cell
+from archsearch.errors import CompileError
+from archsearch.ir import SCALAR, Cell
+
+State = tuple[torch.Tensor, ...]
+_counter = itertools.count()
+_helpers: dict[str, object] = {"torch": torch, "F": F}
+exec(compile(HELPERS_SOURCE, "<archsearch-helpers>", "exec"), _helpers)
+
+
+def _exec_step(source: str, label: str) -> Callable:
+    """Compile generated source under a unique file name so tracebacks show the generated line."""
+    filename = f"<archsearch-cell-{label}-{next(_counter)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = dict(_helpers)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["step"]
+
+
+class CompiledCell(nn.Module):
+    """One layer of a cell: ``forward(x[T,B,D], state) -> (y[T,B,H], state)``.
+
+    ``self.code`` holds the generated step function; parameters are one weight
+    matrix (and bias) per source node, shared by every linear reading it.
+    """
+
+    def __init__(self, cell: Cell, input_size: int, hidden_size: int, init_scale: float = 1.0):
+        super().__init__()
+        cell.validate()
+        if cell.uses_raw_x() and input_size != hidden_size:
+            raise CompileError(
+                f"cell {cell.name!r} uses x_t without a linear map, so it needs input_size == hidden_size "
+                f"(got {input_size} and {hidden_size})"
+            )
+        if input_size < 1 or hidden_size < 1:
+            raise CompileError(f"sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}")
+        self.cell_name = cell.name
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.plan: Plan = plan_cell(cell, hidden_size)
+        self.state_widths = [1 if s.width == SCALAR else hidden_size for s in cell.states]
+        self._linear_init = {n.name: (float(n.attr("diag")), float(n.attr("bias_init"))) for n in cell.linears()}
+        for g in self.plan.groups:
+            rows = sum(self.plan.offsets[m][2] for m in g.members)
+            cols = input_size if g.source == "x" else hidden_size
+            self.register_parameter(f"weight_{g.param}", nn.Parameter(torch.empty(rows, cols)))
+            if g.bias:
+                self.register_parameter(f"bias_{g.param}", nn.Parameter(torch.empty(rows)))
+        if self.plan.uses_slope:
+            self.register_buffer("slope", torch.tensor(1.0))
+        self.code = self.plan.source
+        self._step = _exec_step(self.code, cell.name)
+        self.reset_parameters(init_scale)
+
+    # ---------------------------------------------------------------- weights
+    def reset_parameters(self, init_scale: float = 1.0) -> None:
+        """U[-x, x] with x = init_scale / sqrt(hidden_size); then each linear's diagonal offset and bias init."""
+        bound = init_scale / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-bound, bound)
+            for name, (diag, bias_init) in self._linear_init.items():
+                weight, bias = self.linear_params(name)
+                if diag:
+                    k = min(weight.shape)
+                    weight[torch.arange(k), torch.arange(k)] += diag
+                if bias is not None and bias_init:
+                    bias += bias_init
+
+    def linear_params(self, node: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Views ``(W [out, in], b [out] or None)`` of linear node ``node`` inside the fused parameters."""
+        if node not in self.plan.offsets:
+            raise KeyError(f"{node!r} is not a linear node of cell {self.cell_name!r}")
+        param, start, width = self.plan.offsets[node]
+        weight = getattr(self, f"weight_{param}")[start : start + width]
+        bias = getattr(self, f"bias_{param}", None)
+        return weight, (None if bias is None else bias[start : start + width])
+
+    def linear_nodes(self) -> list[str]:
+        return list(self.plan.offsets)
+
+    # ---------------------------------------------------------------- running
+    def initial_state(self, batch: int, device=None, dtype=None) -> State:
+        ref = next(self.parameters())
+        return tuple(
+            torch.zeros(batch, w, device=device or ref.device, dtype=dtype or ref.dtype) for w in self.state_widths
+        )
+
+    def input_projections(self, x: torch.Tensor) -> torch.Tensor:
+        """All linears of x for every step at once: (T, B, P)."""
+        parts = [
+            F.linear(x, getattr(self, f"weight_{g.param}"), getattr(self, f"bias_{g.param}", None))
+            for g in self.plan.groups
+            if g.source == "x"
+        ]
+        if not parts:
+            return x.new_zeros(x.shape[0], x.shape[1], 0)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"expected input of shape (T, B, {self.input_size}), got {tuple(x.shape)}")
+        if state is None:
+            state = self.initial_state(x.shape[1], x.device, x.dtype)
+        xp = self.input_projections(x)  # (T, B, P)
+        outputs = []
+        for t in range(x.shape[0]):
+            state = self._step(self, x[t], xp[t], *state)
+            outputs.append(state[0])
+        return torch.stack(outputs), state
+
+
+class CellStack(nn.Module):
+    """``num_layers`` compiled layers; layer l+1 reads layer l's state 0 (its ``h``).
+
+    ``forward(x[T,B,D], state=None) -> (y[T,B,H], state)`` where ``state`` is a
+    tuple with one tensor ``[num_layers, B, width_k]`` per state of the cell.
+    """
+
+    def __init__(self, cell: Cell, input_size: int, hidden_size: int, num_layers: int = 1, init_scale: float = 1.0):
+        super().__init__()
+        if num_layers < 1:
+            raise CompileError(f"num_layers must be at least 1, got {num_layers}")
+        if cell.depth > 1 and num_layers != 1:
+            raise CompileError(
+                f"cell {cell.name!r} already contains {cell.depth} layers; it cannot be stacked (num_layers={num_layers})"
+            )
+        self.cell = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.layers = nn.ModuleList(
+            CompiledCell(cell, input_size if i == 0 else hidden_size, hidden_size, init_scale) for i in range(num_layers)
+        )
+
+    @property
+    def code(self) -> str:
+        return self.layers[0].code
+
+    def reset_parameters(self, init_scale: float = 1.0) -> None:
+        for layer in self.layers:
+            layer.reset_parameters(init_scale)
+
+    def set_slope(self, slope: float) -> None:
+        """Set the hard-sigmoid slope ``a`` of every layer (HM-LSTM slope annealing)."""
+        for layer in self.layers:
+            if hasattr(layer, "slope"):
+                layer.slope.fill_(slope)
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> State:
+        per_layer = [layer.initial_state(batch, device, dtype) for layer in self.layers]
+        return tuple(torch.stack(s) for s in zip(*per_layer))
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        new_states = []
+        for i, layer in enumerate(self.layers):
+            layer_state = None if state is None else tuple(s[i] for s in state)
+            x, layer_state = layer(x, layer_state)
+            new_states.append(layer_state)
+        return x, tuple(torch.stack(s) for s in zip(*new_states))
+
+
+def compile_cell(
+    cell: Cell,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    init_scale: float = 1.0,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> CellStack:
+    """Compile a validated cell into a :class:`CellStack`.
+
+    Args:
+        cell: the cell graph (validated here).
+        input_size: features of x; cells that use x without a linear need input_size == hidden_size.
+        hidden_size: units n of every vector node.
+        num_layers: layers to stack (only for cells of depth 1).
+        init_scale: weights ~ U[-x, x], x = init_scale / sqrt(hidden_size) (paper §3.7).
+        seed: if given, initialise from ``torch.Generator`` state seeded with it (reproducible).
+        dtype: parameter dtype (default: torch's default).
+
+    Raises:
+        InvalidGraphError: the graph is invalid.
+        CompileError: sizes do not fit the cell.
+    """
+    if seed is None:
+        stack = CellStack(cell, input_size, hidden_size, num_layers, init_scale)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            stack = CellStack(cell, input_size, hidden_size, num_layers, init_scale)
+    return stack if dtype is None else stack.to(dtype)
