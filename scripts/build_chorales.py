@@ -14,12 +14,14 @@ into train/valid/test (JSB: 229/76/77).
 Output: tasks/data/chorales.npz with, for each split, ``{split}_notes`` (int8 MIDI
 numbers, frame after frame), ``{split}_frame_sizes`` (uint8 notes per frame) and
 ``{split}_piece_lengths`` (int32 frames per piece); plus ``sources`` (file names).
+Timestamps inside the .npz are fixed, so a rebuild is byte-identical.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,19 @@ def flatten(pieces: list[list[tuple[int, ...]]]) -> dict[str, np.ndarray]:
     }
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Like ``np.savez_compressed`` but with fixed timestamps, so a rebuild is byte-identical."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
 # ---------------------------------------------------------------- main
 def main() -> None:
     paths = sorted(
@@ -77,16 +92,15 @@ def main() -> None:
     order = np.random.default_rng(SHUFFLE_SEED).permutation(len(rolls))
     n_train = int(len(rolls) * SPLIT_FRACTIONS["train"])
     n_valid = int(len(rolls) * SPLIT_FRACTIONS["valid"])
-    parts = {"train": order[:n_train], "valid": order[n_train : n_train + n_valid], "test": order[n_train + n_valid :]}
+    n_head = n_train + n_valid
+    parts = {"train": order[:n_train], "valid": order[n_train:n_head], "test": order[n_head:]}
     arrays: dict[str, np.ndarray] = {}
     for split, idx in parts.items():
         for key, value in flatten([rolls[i] for i in idx]).items():
             arrays[f"{split}_{key}"] = value
         print(f"{split}: {len(idx)} chorales, {int(arrays[f'{split}_piece_lengths'].sum())} frames")
     arrays["sources"] = np.array([names[i] for i in order], dtype="U32")
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    OUT.write_bytes(buffer.getvalue())
+    OUT.write_bytes(npz_bytes(arrays))
     print(f"{len(paths)} files, {len(rolls)} kept (music21 {music21_version}); {OUT.name}: "
           f"{OUT.stat().st_size} bytes, sha256 {hashlib.sha256(OUT.read_bytes()).hexdigest()}")
 

@@ -39,8 +39,9 @@ def read_checked(path: Path) -> list[str]:
 
 
 def write_gzip(path: Path, lines: list[str]) -> None:
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0, filename="") as f:
-        f.write("".join(lines).encode("utf-8"))
+    with open(path, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0, filename="") as f:
+            f.write("".join(lines).encode("utf-8"))
     words = sum(len(line.split()) + 1 for line in lines)  # + <eos>
     print(f"{path.name}: {len(lines)} lines, {words} tokens, {path.stat().st_size} bytes, "
           f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")

@@ -80,20 +80,24 @@ def _flatten_split(pieces: object, where: str) -> Flat:
             notes.extend(frame)
             sizes.append(len(frame))
         lengths.append(len(piece))
-    try:
-        values = np.asarray(notes, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise TaskError(f"{where}: notes must be numbers ({e})") from e
+    odd = next((n for n in notes if type(n) not in (int, float)), None)
+    if odd is not None:
+        raise TaskError(f"{where}: note {odd!r} is a {type(odd).__name__}, not a number")
+    values = np.asarray(notes, dtype=np.float64)
     bad = (values != np.round(values)) | (values < LOWEST) | (values > HIGHEST)
     if bad.any():
-        raise TaskError(f"{where}: note {notes[int(np.argmax(bad))]!r} is not a MIDI key {LOWEST}..{HIGHEST}")
+        note = notes[int(np.argmax(bad))]
+        raise TaskError(f"{where}: note {note!r} is not a MIDI key {LOWEST}..{HIGHEST}")
     return values.astype(np.int64), np.asarray(sizes, np.int64), np.asarray(lengths, np.int64)
 
 
 def _roll(flat: Flat) -> tuple[np.ndarray, np.ndarray]:
     """Flat arrays -> (float32 piano roll [F, 88], mask [F] with 0 at each piece's last frame)."""
     notes, sizes, lengths = (np.asarray(a, dtype=np.int64) for a in flat)
-    assert sizes.sum() == len(notes) and lengths.sum() == len(sizes), (sizes.sum(), len(notes), lengths.sum())
+    assert sizes.sum() == len(notes) and lengths.sum() == len(sizes), (
+        f"inconsistent piano roll: {sizes.sum()} notes by frame sizes vs {len(notes)}, "
+        f"{lengths.sum()} frames by piece lengths vs {len(sizes)}"
+    )
     frames = np.zeros((len(sizes), NUM_KEYS), dtype=np.float32)
     frames[np.repeat(np.arange(len(sizes)), sizes), notes - LOWEST] = 1.0
     mask = np.ones(len(sizes), dtype=np.float32)
@@ -149,14 +153,17 @@ class MusicTask(Task):
         frames = np.atleast_2d(np.asarray(ids))
         if frames.shape[-1] != NUM_KEYS:
             raise TaskError(f"{self.name}: frames must have {NUM_KEYS} keys, got shape {frames.shape}")
-        return " | ".join(" ".join(str(k + LOWEST) for k in np.flatnonzero(f > 0.5)) or "-" for f in frames)
+        keys = (" ".join(str(k + LOWEST) for k in np.flatnonzero(f > 0.5)) for f in frames)
+        return " | ".join(k or "-" for k in keys)
 
 
 def pickle_music_task(name: str, data_dir: str | os.PathLike | None) -> MusicTask:
     """One of the standard music sets, from its pickle in ``data_dir``."""
     filename = MUSIC_FILES[name]
     if data_dir is None:
-        raise TaskError(f"task {name!r} needs a data directory (--data-dir) with {filename!r}; get it from {MUSIC_SOURCE}")
+        raise TaskError(
+            f"task {name!r} needs a data directory (--data-dir) with {filename!r}; get it from {MUSIC_SOURCE}"
+        )
     path = Path(data_dir) / filename
     if not path.is_file():
         raise TaskError(f"{name}: missing {path}; get {filename!r} from {MUSIC_SOURCE}")

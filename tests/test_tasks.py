@@ -60,9 +60,9 @@ def test_determinism_prefixes_and_independent_splits(name: str) -> None:
     a = task.stream("train", seed=7, length=3000)
     b = get_task(name).stream("train", seed=7, length=3000)
     longer = task.stream("train", seed=7, length=4000)
-    for x, y, z in [(a.inputs, b.inputs, longer.inputs), (a.targets, b.targets, longer.targets), (a.mask, b.mask, longer.mask)]:
-        np.testing.assert_array_equal(x, y)
-        np.testing.assert_array_equal(x, z[:3000])
+    for part in ("inputs", "targets", "mask"):
+        np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+        np.testing.assert_array_equal(getattr(a, part), getattr(longer, part)[:3000])
     others = [task.stream(split, seed=7, length=3000).inputs for split in ("valid", "test")]
     others.append(task.stream("train", seed=8, length=3000).inputs)
     for other in others:
@@ -135,7 +135,8 @@ def test_arithmetic_answers_are_right_and_scored() -> None:
         assert flags[answer_at:end].all(), inst
         assert text[answer_at : end - 1] == str(p.answer)
         start = end
-    assert not re.search(r"[a-z]", "".join(i.split("=")[1] for i in instances))  # no distractors in answers
+    answers = "".join(i.split("=")[1] for i in instances)
+    assert not re.search(r"[a-z]", answers)  # no distractors in answers
     assert re.search(r"[a-z]", instances[0].split("=")[0]) or re.search(r"[a-z]", instances[1])
     assert 0.3 < signs["a"] / len(instances) < 0.7 and 0.3 < signs["b"] / len(instances) < 0.7
 
@@ -147,7 +148,8 @@ def test_xml_is_well_nested() -> None:
     text, flags = _instances("xml", 30_000, "\n")
     assert flags[1:].all()
     tokens = re.findall(r"<(/?)([a-z]+)>([ \n])", text)
-    assert "".join(f"<{c}{n}>{s}" for c, n, s in tokens) == text[: sum(len(c) + len(n) + 3 for c, n, s in tokens)]
+    rebuilt = "".join(f"<{c}{n}>{s}" for c, n, s in tokens)
+    assert text.startswith(rebuilt) and len(text) - len(rebuilt) < 15  # only tags and separators
     stack: list[str] = []
     docs = 0  # closings back to the top level
     for closing, name, sep in tokens:
