@@ -1,0 +1,376 @@
+"""The leaderboard storage interface and the queries derived from it.
+
+Rules every backend follows:
+
+* Methods return frozen records (:mod:`archsearch.storage._records`), never ORM objects.
+* Each method is one transaction: it either happens completely or not at all.
+* Only the search driver writes. Readers (the CLI, a notebook) open the same database
+  read-only and may read while the driver writes.
+* Natural keys are unique: an architecture's structural hash within its search, and
+  (architecture, task, hyper-parameter hash) for evaluations, so a setting can never be
+  recorded twice.
+* The top-100 list, fitness and GRU normalizers are computed from evaluations here
+  (queries), never stored as a second source of truth.
+* Every failure of the database is raised as :class:`~archsearch.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+from typing import Any, Iterable, Sequence
+
+from archsearch.errors import StorageError
+from archsearch.storage._records import (
+    COMPLETE_STAGE,
+    ArchitectureRecord,
+    EvaluationRecord,
+    SearchRecord,
+)
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_REFERENCE = "gru"  # the seed whose best scores normalize fitness (paper §3)
+
+
+def evaluation_score(diverged: bool, metric: float | None) -> float:
+    """The score a finished evaluation contributes: its metric, or 0 if it diverged or has none."""
+    if diverged or metric is None or not math.isfinite(metric):
+        return 0.0
+    return float(metric)
+
+
+def normalized_fitness(
+    scores: dict[str, float], tasks: Sequence[str], normalizers: dict[str, float]
+) -> tuple[float | None, dict[str, float]]:
+    """Fitness = min over ``tasks`` of best score / normalizer (Jozefowicz et al. 2015, §3).
+
+    Args:
+        scores: The architecture's best score per task.
+        tasks: The tasks that count for fitness.
+        normalizers: The reference architecture's best score per task.
+
+    Returns:
+        ``(fitness, normalized)``: ``normalized`` maps each task with a score to
+        score / normalizer; ``fitness`` is None if some task has no score yet.
+
+    Raises:
+        StorageError: A task has no normalizer, or a normalizer is not positive.
+    """
+    if not tasks:
+        raise StorageError("fitness needs at least one task")
+    normalized: dict[str, float] = {}
+    for task in tasks:
+        norm = normalizers.get(task)
+        if norm is None or norm <= 0:
+            raise StorageError(
+                f"no usable normalizer for task {task!r} (got {norm!r}); "
+                "the reference architecture must have a positive best score on every task"
+            )
+        if task in scores:
+            normalized[task] = scores[task] / norm
+    if len(normalized) < len(tasks):
+        return None, normalized
+    return min(normalized.values()), normalized
+
+
+def _best_by_task(evaluations: Iterable[EvaluationRecord]) -> dict[int, dict[str, float]]:
+    best: dict[int, dict[str, float]] = {}
+    for ev in evaluations:
+        if ev.status != "done":
+            continue
+        per_task = best.setdefault(ev.architecture_id, {})
+        score = evaluation_score(ev.diverged, ev.metric)
+        per_task[ev.task] = max(score, per_task.get(ev.task, score))
+    return best
+
+
+class LeaderboardStorage(abc.ABC):
+    """Where a search keeps its architectures, evaluations and resumable state.
+
+    An instance may be shared by threads (each call opens its own session) and pickled
+    (the connection is rebuilt on unpickling). Use :func:`archsearch.storage.open_storage`
+    to get one.
+    """
+
+    # ---------------------------------------------------------------- searches
+
+    @abc.abstractmethod
+    def create_search(self, name: str, config: dict[str, Any], seed: int) -> SearchRecord:
+        """Create a search in status ``'running'``.
+
+        Args:
+            name: Unique name of the search.
+            config: The resolved search configuration (JSON-able).
+            seed: The search's RNG seed.
+
+        Raises:
+            StorageError: A search with this name exists, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def get_search(self, name: str) -> SearchRecord | None:
+        """The search called ``name``, or None.
+
+        Raises:
+            StorageError: The database fails.
+        """
+
+    @abc.abstractmethod
+    def list_searches(self) -> list[SearchRecord]:
+        """All searches, oldest first.
+
+        Raises:
+            StorageError: The database fails.
+        """
+
+    @abc.abstractmethod
+    def update_search(
+        self, search_id: int, *, status: str | None = None, state: dict[str, Any] | None = None
+    ) -> SearchRecord:
+        """Change a search's status and/or replace its resumable state.
+
+        Args:
+            search_id: The search.
+            status: ``'running'``, ``'finished'`` or ``'stopped'``; the two last ones
+                set ``finished`` to now, ``'running'`` clears it.
+            state: The driver's full resumable state (replaces the stored one).
+
+        Raises:
+            StorageError: Unknown search, bad status, or the database fails.
+        """
+
+    # ----------------------------------------------------------- architectures
+
+    @abc.abstractmethod
+    def add_architecture(
+        self,
+        search_id: int,
+        *,
+        name: str,
+        graph_json: str,
+        structural_hash: str,
+        fingerprint: str | None,
+        parent_id: int | None,
+        mutation: dict[str, Any] | None,
+        origin: str,
+        stage: str,
+    ) -> tuple[ArchitectureRecord, bool]:
+        """Add a cell to a search unless one with the same structural hash is there.
+
+        Args:
+            search_id: The search.
+            name: Unique name within the search (``'gru'``, ``'m42'``).
+            graph_json: Canonical JSON of the cell.
+            structural_hash: Isomorphism-invariant hash; unique within the search.
+            fingerprint: Functional fingerprint, or None if not computed.
+            parent_id: The architecture this one was mutated from.
+            mutation: The mutation record (transforms applied), JSON-able.
+            origin: ``'seed'`` or ``'mutant'``.
+            stage: The driver's pipeline stage, e.g. ``'new'``.
+
+        Returns:
+            ``(record, created)``; ``created`` is False when an architecture with this
+            structural hash already existed, and ``record`` is then that one, unchanged.
+
+        Raises:
+            StorageError: Unknown search or parent, the name is taken by another
+                graph, a value is invalid, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def find_architecture(
+        self,
+        search_id: int,
+        *,
+        structural_hash: str | None = None,
+        fingerprint: str | None = None,
+        name: str | None = None,
+    ) -> ArchitectureRecord | None:
+        """The oldest architecture of the search matching all given keys, or None.
+
+        Raises:
+            StorageError: No key given, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def get_architecture(self, architecture_id: int) -> ArchitectureRecord:
+        """The architecture with this id.
+
+        Raises:
+            StorageError: Unknown id, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def set_stage(self, architecture_id: int, stage: str) -> None:
+        """Move an architecture to another pipeline stage (``'complete'`` puts it on the list).
+
+        Raises:
+            StorageError: Unknown id, stage too long, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def list_architectures(self, search_id: int, stage: str | None = None) -> list[ArchitectureRecord]:
+        """The search's architectures (only those in ``stage`` if given), oldest first.
+
+        Raises:
+            StorageError: The database fails.
+        """
+
+    # ------------------------------------------------------------- evaluations
+
+    @abc.abstractmethod
+    def add_evaluation(
+        self, architecture_id: int, task: str, hparams: dict[str, Any], purpose: str
+    ) -> EvaluationRecord | None:
+        """Queue an evaluation of an architecture on a task with one hyper-parameter setting.
+
+        Args:
+            architecture_id: The architecture.
+            task: The task name.
+            hparams: The setting (JSON-able); identified by :func:`hparams_hash`.
+            purpose: Why it runs, e.g. ``'filter'``, ``'search'``, ``'reeval'``, ``'init'``.
+
+        Returns:
+            The queued record, or None if this (architecture, task, setting) already
+            exists in any status: a setting is never evaluated twice.
+
+        Raises:
+            StorageError: Unknown architecture, a value is invalid, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
+        """Mark a queued (or re-dispatched running) evaluation as running; counts an attempt.
+
+        Raises:
+            StorageError: Unknown id, the evaluation is already done or failed, or
+                the database fails.
+        """
+
+    @abc.abstractmethod
+    def record_result(self, evaluation_id: int, result: dict[str, Any]) -> EvaluationRecord:
+        """Store a trainer's result and mark the evaluation done.
+
+        Args:
+            evaluation_id: The evaluation.
+            result: The trainer's result record; needs at least ``metric`` (higher is
+                better), ``valid``, ``test``, ``epochs``, ``seconds``, ``params`` and
+                ``diverged``. Non-finite numbers are stored as None.
+
+        Raises:
+            StorageError: Unknown id, missing keys, the evaluation is already done or
+                failed (never recorded twice), or the database fails.
+        """
+
+    @abc.abstractmethod
+    def record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
+        """Mark an evaluation failed with an error message (truncated to ``MAX_ERROR_LENGTH``).
+
+        Raises:
+            StorageError: Unknown id, the evaluation is already done or failed, or
+                the database fails.
+        """
+
+    @abc.abstractmethod
+    def requeue_running(self, search_id: int) -> int:
+        """Put the search's running evaluations back in the queue (resume after a crash).
+
+        Returns:
+            How many evaluations were re-queued.
+
+        Raises:
+            StorageError: The database fails.
+        """
+
+    @abc.abstractmethod
+    def evaluations(
+        self,
+        *,
+        search_id: int | None = None,
+        architecture_id: int | None = None,
+        task: str | None = None,
+        status: str | None = None,
+    ) -> list[EvaluationRecord]:
+        """Evaluations matching all given filters, oldest first.
+
+        Raises:
+            StorageError: The database fails.
+        """
+
+    # ------------------------------------------------------- derived queries
+
+    def best_scores(self, architecture_id: int) -> dict[str, float]:
+        """The best score per task over the architecture's done evaluations.
+
+        A diverged evaluation (or one without a metric) scores 0.
+
+        Raises:
+            StorageError: The database fails.
+        """
+        evals = self.evaluations(architecture_id=architecture_id, status="done")
+        return _best_by_task(evals).get(architecture_id, {})
+
+    def all_best_scores(self, search_id: int) -> dict[int, dict[str, float]]:
+        """:meth:`best_scores` of every architecture of a search that has a done evaluation.
+
+        Raises:
+            StorageError: The database fails.
+        """
+        return _best_by_task(self.evaluations(search_id=search_id, status="done"))
+
+    def normalizers(self, search_id: int, reference: str = DEFAULT_REFERENCE) -> dict[str, float]:
+        """The best score per task of the architecture named ``reference`` (empty if absent).
+
+        Raises:
+            StorageError: The database fails.
+        """
+        ref = self.find_architecture(search_id, name=reference)
+        return {} if ref is None else self.best_scores(ref.id)
+
+    def fitness(self, architecture_id: int, tasks: Sequence[str], normalizers: dict[str, float]) -> float | None:
+        """min over ``tasks`` of best score / normalizer; None if a task has no result yet.
+
+        Raises:
+            StorageError: A task has no positive normalizer, or the database fails.
+        """
+        return normalized_fitness(self.best_scores(architecture_id), tasks, normalizers)[0]
+
+    def top_k(
+        self, search_id: int, k: int, tasks: Sequence[str], reference: str = DEFAULT_REFERENCE
+    ) -> list[tuple[ArchitectureRecord, float, dict[str, float]]]:
+        """The ``k`` fittest architectures in stage ``'complete'``, best first.
+
+        Ties go to the older architecture. Empty while the reference has no positive
+        best score on every task (e.g. during initialization).
+
+        Returns:
+            ``(architecture, fitness, normalized score per task)`` tuples.
+
+        Raises:
+            StorageError: The database fails.
+        """
+        norms = self.normalizers(search_id, reference)
+        if not all(norms.get(t, 0.0) > 0 for t in tasks):
+            _logger.debug("top_k: reference %r has no positive score on every task of %s", reference, tasks)
+            return []
+        scores = self.all_best_scores(search_id)
+        ranked = []
+        for arch in self.list_architectures(search_id, stage=COMPLETE_STAGE):
+            fit, normalized = normalized_fitness(scores.get(arch.id, {}), tasks, norms)
+            if fit is not None:
+                ranked.append((arch, fit, normalized))
+        ranked.sort(key=lambda item: (-item[1], item[0].id))
+        return ranked[: max(k, 0)]
+
+    # ------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Release connections; the object stays usable (it reconnects on demand)."""
+
+    def __enter__(self) -> "LeaderboardStorage":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

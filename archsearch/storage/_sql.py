@@ -1,0 +1,450 @@
+"""The SQLAlchemy implementation of :class:`LeaderboardStorage` (SQLite, PostgreSQL, ...).
+
+Opening (URLs, SQLite pragmas, schema check) lives in :mod:`archsearch.storage._engine`;
+this module turns domain actions into short transactions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import case, func, literal, or_, select, true, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from archsearch.errors import StorageError
+from archsearch.storage._base import LeaderboardStorage
+from archsearch.storage._engine import error_text, open_engine, prepare_schema
+from archsearch.storage._models import ArchitectureModel, EvaluationModel, SearchModel
+from archsearch.storage._records import (
+    EVALUATION_STATUSES,
+    MAX_ERROR_LENGTH,
+    MAX_HASH_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PURPOSE_LENGTH,
+    MAX_STAGE_LENGTH,
+    MAX_TASK_LENGTH,
+    MAX_WORKER_LENGTH,
+    ORIGINS,
+    RESULT_KEYS,
+    SEARCH_STATUSES,
+    ArchitectureRecord,
+    EvaluationRecord,
+    SearchRecord,
+    check_choice,
+    check_length,
+    from_json,
+    hparams_hash,
+    to_json,
+    utcnow,
+)
+
+_logger = logging.getLogger(__name__)
+
+_OPEN_STATUSES = ("queued", "running")  # evaluations that may still get an outcome
+
+
+# ------------------------------------------------------------------ records
+
+
+def _search_record(row: SearchModel) -> SearchRecord:
+    return SearchRecord(
+        id=row.id, name=row.name, config=from_json(row.config), seed=row.seed, status=row.status,
+        state=from_json(row.state), created=row.created, finished=row.finished,
+    )  # fmt: skip
+
+
+def _architecture_record(row: ArchitectureModel) -> ArchitectureRecord:
+    return ArchitectureRecord(
+        id=row.id, search_id=row.search_id, name=row.name, graph_json=row.graph_json,
+        structural_hash=row.structural_hash, fingerprint=row.fingerprint, parent_id=row.parent_id,
+        mutation=from_json(row.mutation), origin=row.origin, stage=row.stage, created=row.created,
+    )  # fmt: skip
+
+
+def _evaluation_record(row: EvaluationModel) -> EvaluationRecord:
+    return EvaluationRecord(
+        id=row.id, architecture_id=row.architecture_id, task=row.task, hparams=from_json(row.hparams),
+        hparams_hash=row.hparams_hash, purpose=row.purpose, status=row.status, metric=row.metric,
+        valid=row.valid, test=row.test, result=from_json(row.result), epochs=row.epochs,
+        seconds=row.seconds, params=row.params, diverged=bool(row.diverged), worker=row.worker,
+        error=row.error, attempts=row.attempts, created=row.created, finished=row.finished,
+    )  # fmt: skip
+
+
+_EVALUATION_COLUMNS = [getattr(EvaluationModel, f.name) for f in dataclasses.fields(EvaluationRecord)]
+_HPARAMS, _RESULT, _DIVERGED = (
+    [f.name for f in dataclasses.fields(EvaluationRecord)].index(k) for k in ("hparams", "result", "diverged")
+)
+
+
+def _evaluation_from_values(values: Sequence[Any]) -> EvaluationRecord:
+    """A record from the values of ``_EVALUATION_COLUMNS`` (the fast path for long lists)."""
+    fields = list(values)
+    fields[_HPARAMS], fields[_RESULT] = from_json(fields[_HPARAMS]), from_json(fields[_RESULT])
+    fields[_DIVERGED] = bool(fields[_DIVERGED])
+    return EvaluationRecord(*fields)
+
+
+def _number(value: Any, kind: type, what: str) -> Any:
+    """``value`` as ``kind`` (float or int); None and non-finite floats become None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise StorageError(f"result field {what!r} must be a number or None; got {value!r}") from e
+    return kind(number) if math.isfinite(number) else None
+
+
+class SQLStorage(LeaderboardStorage):
+    """Leaderboard storage in any SQLAlchemy database.
+
+    Args:
+        url: An SQLAlchemy URL, e.g. ``sqlite:///archsearch.db`` or
+            ``postgresql+psycopg2://user@host/db``.
+        read_only: Open without creating or writing anything; writing methods raise.
+
+    Raises:
+        StorageError: The database cannot be opened, is not an archsearch database, or
+            has another schema version.
+    """
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self._url = url
+        self._read_only = read_only
+        self._engine, self._display = open_engine(url, read_only)
+        self._sessionmaker = sessionmaker(bind=self._engine, expire_on_commit=False)
+        try:
+            prepare_schema(self._engine, self._display, read_only)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # ----------------------------------------------------------- connection
+
+    @property
+    def url(self) -> str:
+        """The URL this storage was opened with (password hidden)."""
+        return self._display
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writing methods are refused."""
+        return self._read_only
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error, always close."""
+        session = self._sessionmaker()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as e:
+            session.rollback()
+            raise StorageError(f"database error on {self._display}: {error_text(e)}") from e
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise StorageError(f"{self._display} was opened read-only; only the search driver writes")
+
+    def close(self) -> None:
+        """Close pooled connections; the storage reconnects if used again."""
+        self._engine.dispose()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only the URL travels; an in-memory database ('sqlite://') arrives empty.
+        return {"url": self._url, "read_only": self._read_only}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], read_only=state["read_only"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"SQLStorage({self._display!r}, read_only={self._read_only})"
+
+    # ------------------------------------------------------------- searches
+
+    def create_search(self, name: str, config: dict[str, Any], seed: int) -> SearchRecord:
+        self._check_writable()
+        check_length(name, MAX_NAME_LENGTH, "search name")
+        row = SearchModel(
+            name=name, config=to_json(config, "search config"), seed=int(seed), status="running",
+            state=to_json({}, "search state"), created=utcnow(), finished=None,
+        )  # fmt: skip
+        with self._session() as session:
+            if SearchModel.find_by_name(session, name) is not None:
+                raise StorageError(f"a search named {name!r} already exists; resume it or pick another name")
+            session.add(row)
+            session.flush()
+            return _search_record(row)
+
+    def get_search(self, name: str) -> SearchRecord | None:
+        with self._session() as session:
+            row = SearchModel.find_by_name(session, name)
+            return None if row is None else _search_record(row)
+
+    def list_searches(self) -> list[SearchRecord]:
+        with self._session() as session:
+            return [_search_record(r) for r in session.scalars(select(SearchModel).order_by(SearchModel.id))]
+
+    def update_search(
+        self, search_id: int, *, status: str | None = None, state: dict[str, Any] | None = None
+    ) -> SearchRecord:
+        self._check_writable()
+        if status is not None:
+            check_choice(status, SEARCH_STATUSES, "search status")
+        state_json = None if state is None else to_json(state, "search state")
+        with self._session() as session:
+            row = SearchModel.find_or_raise_by_id(session, search_id)
+            if status is not None:
+                row.status = status
+                row.finished = None if status == "running" else utcnow()
+            if state_json is not None:
+                row.state = state_json
+            session.flush()
+            return _search_record(row)
+
+    # -------------------------------------------------------- architectures
+
+    def add_architecture(
+        self,
+        search_id: int,
+        *,
+        name: str,
+        graph_json: str,
+        structural_hash: str,
+        fingerprint: str | None,
+        parent_id: int | None,
+        mutation: dict[str, Any] | None,
+        origin: str,
+        stage: str,
+    ) -> tuple[ArchitectureRecord, bool]:
+        self._check_writable()
+        check_length(name, MAX_NAME_LENGTH, "architecture name")
+        check_length(structural_hash, MAX_HASH_LENGTH, "structural hash")
+        check_length(fingerprint, MAX_HASH_LENGTH, "fingerprint")
+        check_length(stage, MAX_STAGE_LENGTH, "stage")
+        check_choice(origin, ORIGINS, "origin")
+        if not isinstance(graph_json, str):
+            raise StorageError(f"graph_json must be a JSON string; got {type(graph_json).__name__}")
+        row = ArchitectureModel(
+            search_id=search_id, name=name, graph_json=graph_json, structural_hash=structural_hash,
+            fingerprint=fingerprint, parent_id=parent_id, origin=origin, stage=stage, created=utcnow(),
+            mutation=None if mutation is None else to_json(mutation, "mutation record"),
+        )  # fmt: skip
+        with self._session() as session:
+            self._check_new_architecture(session, row)
+            existing = ArchitectureModel.find_by_hash(session, search_id, structural_hash)
+            if existing is not None:
+                return _architecture_record(existing), False
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError:  # another writer inserted the same graph meanwhile
+                session.rollback()
+                _logger.debug("architecture %s of search %d was inserted concurrently", structural_hash, search_id)
+                existing = ArchitectureModel.find_by_hash(session, search_id, structural_hash)
+                if existing is None:
+                    raise
+                return _architecture_record(existing), False
+            return _architecture_record(row), True
+
+    @staticmethod
+    def _check_new_architecture(session: Session, row: ArchitectureModel) -> None:
+        """Clear errors for an unknown search or parent, or a name used by another graph."""
+        SearchModel.find_or_raise_by_id(session, row.search_id)
+        if row.parent_id is not None:
+            parent = ArchitectureModel.find_or_raise_by_id(session, row.parent_id)
+            if parent.search_id != row.search_id:
+                raise StorageError(f"parent architecture {row.parent_id} belongs to another search")
+        stmt = select(ArchitectureModel).where(
+            ArchitectureModel.search_id == row.search_id, ArchitectureModel.name == row.name
+        )
+        named = session.scalars(stmt).one_or_none()
+        if named is not None and named.structural_hash != row.structural_hash:
+            raise StorageError(
+                f"architecture name {row.name!r} is already used in search {row.search_id} "
+                f"by another graph (id {named.id})"
+            )
+
+    def find_architecture(
+        self,
+        search_id: int,
+        *,
+        structural_hash: str | None = None,
+        fingerprint: str | None = None,
+        name: str | None = None,
+    ) -> ArchitectureRecord | None:
+        keys = {"structural_hash": structural_hash, "fingerprint": fingerprint, "name": name}
+        given = {k: v for k, v in keys.items() if v is not None}
+        if not given:
+            raise StorageError("find_architecture needs a structural_hash, fingerprint or name")
+        stmt = select(ArchitectureModel).where(ArchitectureModel.search_id == search_id)
+        for key, value in given.items():
+            stmt = stmt.where(getattr(ArchitectureModel, key) == value)
+        with self._session() as session:
+            row = session.scalars(stmt.order_by(ArchitectureModel.id).limit(1)).first()
+            return None if row is None else _architecture_record(row)
+
+    def get_architecture(self, architecture_id: int) -> ArchitectureRecord:
+        with self._session() as session:
+            return _architecture_record(ArchitectureModel.find_or_raise_by_id(session, architecture_id))
+
+    def set_stage(self, architecture_id: int, stage: str) -> None:
+        self._check_writable()
+        check_length(stage, MAX_STAGE_LENGTH, "stage")
+        with self._session() as session:
+            ArchitectureModel.find_or_raise_by_id(session, architecture_id).stage = stage
+
+    def list_architectures(self, search_id: int, stage: str | None = None) -> list[ArchitectureRecord]:
+        stmt = select(ArchitectureModel).where(ArchitectureModel.search_id == search_id)
+        if stage is not None:
+            stmt = stmt.where(ArchitectureModel.stage == stage)
+        with self._session() as session:
+            return [_architecture_record(r) for r in session.scalars(stmt.order_by(ArchitectureModel.id))]
+
+    # ---------------------------------------------------------- evaluations
+
+    def add_evaluation(
+        self, architecture_id: int, task: str, hparams: dict[str, Any], purpose: str
+    ) -> EvaluationRecord | None:
+        self._check_writable()
+        check_length(task, MAX_TASK_LENGTH, "task name")
+        check_length(purpose, MAX_PURPOSE_LENGTH, "purpose")
+        key = hparams_hash(hparams)
+        row = EvaluationModel(
+            architecture_id=architecture_id, task=task, hparams=to_json(hparams, "hyper-parameters"),
+            hparams_hash=key, purpose=purpose, status="queued", diverged=False, attempts=0, created=utcnow(),
+        )  # fmt: skip
+        with self._session() as session:
+            ArchitectureModel.find_or_raise_by_id(session, architecture_id)
+            if EvaluationModel.find_by_key(session, architecture_id, task, key) is not None:
+                return None
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError:  # the unique key rejected a concurrent duplicate
+                session.rollback()
+                _logger.debug("evaluation (%d, %s, %s) was inserted concurrently", architecture_id, task, key)
+                if EvaluationModel.find_by_key(session, architecture_id, task, key) is None:
+                    raise
+                return None
+            return _evaluation_record(row)
+
+    def _open_evaluation(self, session: Session, evaluation_id: int) -> EvaluationModel:
+        """The evaluation, which must still be queued or running."""
+        row = EvaluationModel.find_or_raise_by_id(session, evaluation_id)
+        if row.status not in _OPEN_STATUSES:
+            raise StorageError(
+                f"evaluation {evaluation_id} is already {row.status}; an outcome is never recorded twice"
+            )
+        return row
+
+    def mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
+        self._check_writable()
+        check_length(worker, MAX_WORKER_LENGTH, "worker")
+        with self._session() as session:
+            row = self._open_evaluation(session, evaluation_id)
+            row.status, row.worker, row.attempts = "running", worker, row.attempts + 1
+            session.flush()
+            return _evaluation_record(row)
+
+    def record_result(self, evaluation_id: int, result: dict[str, Any]) -> EvaluationRecord:
+        self._check_writable()
+        missing = [k for k in RESULT_KEYS if k not in result]
+        if missing:
+            raise StorageError(f"result for evaluation {evaluation_id} lacks {', '.join(missing)}")
+        result_json = to_json(result, "result")
+        with self._session() as session:
+            row = self._open_evaluation(session, evaluation_id)
+            row.metric = _number(result["metric"], float, "metric")
+            row.valid = _number(result["valid"], float, "valid")
+            row.test = _number(result["test"], float, "test")
+            row.epochs = _number(result["epochs"], int, "epochs")
+            row.seconds = _number(result["seconds"], float, "seconds")
+            row.params = _number(result["params"], int, "params")
+            row.diverged = bool(result["diverged"])
+            row.result, row.status, row.error, row.finished = result_json, "done", None, utcnow()
+            session.flush()
+            return _evaluation_record(row)
+
+    def record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
+        self._check_writable()
+        with self._session() as session:
+            row = self._open_evaluation(session, evaluation_id)
+            row.status, row.error, row.finished = "failed", str(error)[:MAX_ERROR_LENGTH], utcnow()
+            session.flush()
+            return _evaluation_record(row)
+
+    def requeue_running(self, search_id: int) -> int:
+        self._check_writable()
+        archs = select(ArchitectureModel.id).where(ArchitectureModel.search_id == search_id)
+        stmt = (
+            update(EvaluationModel)
+            .where(EvaluationModel.status == "running", EvaluationModel.architecture_id.in_(archs))
+            .values(status="queued", worker=None)
+            .execution_options(synchronize_session=False)
+        )
+        with self._session() as session:
+            count = session.execute(stmt).rowcount
+        if count:
+            _logger.info("re-queued %d running evaluations of search %d", count, search_id)
+        return count
+
+    def evaluations(
+        self,
+        *,
+        search_id: int | None = None,
+        architecture_id: int | None = None,
+        task: str | None = None,
+        status: str | None = None,
+    ) -> list[EvaluationRecord]:
+        if status is not None:
+            check_choice(status, EVALUATION_STATUSES, "evaluation status")
+        # Plain tuples, not ORM objects: several times faster for a search's 100k evaluations.
+        stmt = _filter_evaluations(select(*_EVALUATION_COLUMNS), search_id, architecture_id, task, status)
+        with self._session() as session:
+            return [_evaluation_from_values(r) for r in session.execute(stmt.order_by(EvaluationModel.id))]
+
+    # ------------------------------------------ derived queries, in SQL
+
+    def best_scores(self, architecture_id: int) -> dict[str, float]:
+        return self._grouped_best(None, architecture_id).get(architecture_id, {})
+
+    def all_best_scores(self, search_id: int) -> dict[int, dict[str, float]]:
+        return self._grouped_best(search_id, None)
+
+    def _grouped_best(self, search_id: int | None, architecture_id: int | None) -> dict[int, dict[str, float]]:
+        """max(score) per (architecture, task) over done evaluations, in one GROUP BY."""
+        e = EvaluationModel
+        score = case((or_(e.diverged == true(), e.metric.is_(None)), literal(0.0)), else_=e.metric)
+        stmt = select(e.architecture_id, e.task, func.max(score))
+        stmt = _filter_evaluations(stmt, search_id, architecture_id, None, "done")
+        best: dict[int, dict[str, float]] = {}
+        with self._session() as session:
+            for arch_id, task, value in session.execute(stmt.group_by(e.architecture_id, e.task)):
+                best.setdefault(arch_id, {})[task] = float(value)
+        return best
+
+
+def _filter_evaluations(
+    stmt: Any, search_id: int | None, architecture_id: int | None, task: str | None, status: str | None
+) -> Any:
+    """``stmt`` (a select over evaluations) restricted to the given filters."""
+    e = EvaluationModel
+    if search_id is not None:
+        stmt = stmt.join(ArchitectureModel, ArchitectureModel.id == e.architecture_id)
+        stmt = stmt.where(ArchitectureModel.search_id == search_id)
+    for column, value in ((e.architecture_id, architecture_id), (e.task, task), (e.status, status)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return stmt
