@@ -61,7 +61,8 @@ def _done(st, arch_id, task, lr, metric, *, diverged=False):
 
 def test_search_round_trip(storage):
     s = storage.create_search("s1", {"tasks": list(TASKS), "budget": 10}, seed=1234)
-    assert (s.name, s.config, s.seed, s.status, s.state, s.finished) == ("s1", {"tasks": list(TASKS), "budget": 10}, 1234, "running", {}, None)
+    config = {"tasks": list(TASKS), "budget": 10}
+    assert (s.name, s.config, s.seed, s.status, s.state, s.finished) == ("s1", config, 1234, "running", {}, None)
     assert storage.get_search("s1") == s
     assert storage.get_search("nope") is None
     state = {"rng": [3, [1, 2, 3], None], "step": 17}
@@ -129,7 +130,9 @@ def test_same_structural_hash_returns_existing_row(storage):
     )  # fmt: skip
     assert created and not created_again
     assert again == first
-    assert len(storage.list_architectures(sid)) == 1
+    _arch(storage, sid, "m3", "other")
+    assert _arch(storage, sid, "m3", "same") == first  # the hash wins over a name in use
+    assert len(storage.list_architectures(sid)) == 2
     other_sid = storage.create_search("t", {}, 0).id  # the hash is unique per search only
     assert storage.add_architecture(
         other_sid, name="m1", graph_json="{}", structural_hash="same", fingerprint=None, parent_id=None,
@@ -142,7 +145,8 @@ def test_evaluation_round_trip(storage):
     arch = _arch(storage, sid, "gru")
     hp = {"lr": 0.5, "init_scale": 1.4, "max_norm": 5, "layers": 2, "budget": 250_000}
     ev = storage.add_evaluation(arch.id, "xml", hp, "init")
-    assert (ev.status, ev.hparams, ev.hparams_hash, ev.purpose, ev.attempts) == ("queued", hp, hparams_hash(hp), "init", 0)
+    assert (ev.status, ev.hparams, ev.purpose, ev.attempts) == ("queued", hp, "init", 0)
+    assert ev.hparams_hash == hparams_hash(hp)
     assert (ev.metric, ev.result, ev.worker, ev.finished, ev.diverged) == (None, None, None, None, False)
     running = storage.mark_running(ev.id, "ray:node-1")
     assert (running.status, running.worker, running.attempts) == ("running", "ray:node-1", 1)
@@ -230,7 +234,8 @@ def test_best_scores_normalizers_fitness(storage):
     assert storage.best_scores(gru.id) == {"arithmetic": 0.9, "xml": 0.5}
     assert storage.best_scores(m3.id) == {"arithmetic": 1.0}
     all_best = storage.all_best_scores(sid)
-    assert all_best[m1.id] == {"arithmetic": 0.99, "xml": 0.55} and set(all_best) == {gru.id, lstm.id, m1.id, m2.id, m3.id}
+    assert all_best[m1.id] == {"arithmetic": 0.99, "xml": 0.55}
+    assert set(all_best) == {gru.id, lstm.id, m1.id, m2.id, m3.id}
     # The SQL GROUP BY agrees with the base class's plain-Python derivation.
     assert all_best == LeaderboardStorage.all_best_scores(storage, sid)
     assert storage.best_scores(m1.id) == LeaderboardStorage.best_scores(storage, m1.id)
@@ -266,6 +271,16 @@ def test_normalized_fitness_and_hparams_hash():
     assert len(hparams_hash({})) == 64
     with pytest.raises(StorageError, match="cannot hash"):
         hparams_hash({"lr": math.nan})
+
+
+def test_json_values_are_strict(storage):
+    sid = storage.create_search("s", {"nested": [1.5, {"x": math.inf}]}, 0).id
+    assert storage.get_search("s").config == {"nested": [1.5, {"x": None}]}
+    with pytest.raises(StorageError, match="cannot store search state as JSON"):
+        storage.update_search(sid, state={"rng": object()})
+    with pytest.raises(StorageError, match="cannot store search state as JSON"):
+        storage.update_search(sid, state={"nan": math.nan, "rng": object()})
+    assert storage.get_search("s").state == {}
 
 
 # ------------------------------------------------------ opening files

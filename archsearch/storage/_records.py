@@ -108,6 +108,8 @@ def _json_default(obj: Any) -> Any:
 
 def _finite(obj: Any) -> Any:
     """``obj`` with every NaN/inf float replaced by None (strict JSON has no NaN)."""
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -131,12 +133,16 @@ def to_json(obj: Any, what: str) -> str:
         StorageError: ``obj`` contains something that is not JSON-able.
     """
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False)
-    except ValueError:
-        return to_json(_finite(json.loads(json.dumps(obj, default=_json_default))), what)
-    except TypeError as e:
+        try:
+            return _canonical(obj)
+        except ValueError:  # NaN or inf somewhere (or a circular reference)
+            return _canonical(_finite(obj))
+    except (TypeError, ValueError, RecursionError) as e:
         raise StorageError(f"cannot store {what} as JSON: {e}") from e
-    return text
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False)
 
 
 def from_json(text: str | None) -> Any:
@@ -157,7 +163,7 @@ def hparams_hash(hparams: dict[str, Any]) -> str:
         StorageError: The setting is not JSON-able or contains NaN/inf.
     """
     try:
-        text = json.dumps(hparams, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False)
+        text = _canonical(hparams)
     except (TypeError, ValueError) as e:
         raise StorageError(f"cannot hash hyper-parameters {hparams!r}: {e}") from e
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -242,10 +242,11 @@ class SQLStorage(LeaderboardStorage):
             mutation=None if mutation is None else to_json(mutation, "mutation record"),
         )  # fmt: skip
         with self._session() as session:
-            self._check_new_architecture(session, row)
+            self._check_parents(session, row)
             existing = ArchitectureModel.find_by_hash(session, search_id, structural_hash)
             if existing is not None:
                 return _architecture_record(existing), False
+            self._check_name_free(session, row)
             session.add(row)
             try:
                 session.flush()
@@ -259,13 +260,17 @@ class SQLStorage(LeaderboardStorage):
             return _architecture_record(row), True
 
     @staticmethod
-    def _check_new_architecture(session: Session, row: ArchitectureModel) -> None:
-        """Clear errors for an unknown search or parent, or a name used by another graph."""
+    def _check_parents(session: Session, row: ArchitectureModel) -> None:
+        """Clear errors for an unknown search or parent (instead of a foreign-key error)."""
         SearchModel.find_or_raise_by_id(session, row.search_id)
         if row.parent_id is not None:
             parent = ArchitectureModel.find_or_raise_by_id(session, row.parent_id)
             if parent.search_id != row.search_id:
                 raise StorageError(f"parent architecture {row.parent_id} belongs to another search")
+
+    @staticmethod
+    def _check_name_free(session: Session, row: ArchitectureModel) -> None:
+        """A clear error if another graph of the search already has this name."""
         stmt = select(ArchitectureModel).where(
             ArchitectureModel.search_id == row.search_id, ArchitectureModel.name == row.name
         )
