@@ -18,6 +18,7 @@ from archsearch.errors import ArchsearchError
 # subcommand modules, in the order `archsearch --help` lists them
 COMMANDS = [
     "archsearch.cli._cells",
+    "archsearch.cli._mutate",
 ]
 
 

@@ -1,0 +1,38 @@
+"""Mutation engine: the paper's six transforms, mutation records, and the functional fingerprint.
+
+``mutate(cell, rng)`` returns a valid child and a :class:`MutationRecord`;
+``fingerprint(cell)`` hashes what the compiled cell computes (torch is imported
+only when it is called).
+"""
+
+from archsearch.mutate._fingerprint import fingerprint, fingerprint_weights
+from archsearch.mutate._mutate import MAX_ATTEMPTS, MAX_TRANSFORMS, MutationError, as_generator, mutate
+from archsearch.mutate._record import AppliedTransform, MutationRecord
+from archsearch.mutate._transforms import (
+    FORMS,
+    TRANSFORM_NAMES,
+    Form,
+    Rejected,
+    TransformContext,
+    applicable_kinds,
+    apply_transform,
+)
+
+__all__ = [
+    "FORMS",
+    "MAX_ATTEMPTS",
+    "MAX_TRANSFORMS",
+    "TRANSFORM_NAMES",
+    "AppliedTransform",
+    "Form",
+    "MutationError",
+    "MutationRecord",
+    "Rejected",
+    "TransformContext",
+    "applicable_kinds",
+    "apply_transform",
+    "as_generator",
+    "fingerprint",
+    "fingerprint_weights",
+    "mutate",
+]
