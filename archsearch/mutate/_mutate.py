@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from archsearch.errors import ArchsearchError, InvalidGraphError
-from archsearch.ir import SOURCES, Cell
+from archsearch.ir import INPUTS, SOURCES, Cell, Op
 from archsearch.mutate._record import AppliedTransform, MutationRecord
 from archsearch.mutate._transforms import Rejected, TransformContext, applicable_kinds, apply_transform
 
@@ -72,6 +72,8 @@ def _draw_child(parent: Cell, rng: np.random.Generator, limit: int) -> tuple[Cel
     """
     child = parent.copy()
     nodes = [n.name for n in child if n.op not in SOURCES]
+    if not nodes:
+        raise MutationError(f"cell {parent.name!r} has no operation to mutate")
     order = [nodes[i] for i in rng.permutation(len(nodes))]
     applied: list[AppliedTransform] = []
     for _ in range(MAX_PASSES):
@@ -80,6 +82,23 @@ def _draw_child(parent: Cell, rng: np.random.Generator, limit: int) -> tuple[Cel
         if applied:
             return child, p, applied
     raise MutationError(f"no transform applies anywhere in cell {parent.name!r}")
+
+
+def _check_child(child: Cell) -> None:
+    """Reject a child without operations (``h' = x``) or with a constant node other than ``1``.
+
+    Constant nodes (``sigmoid(1)``, ``1 + 1``, ...) only add a fixed number (the
+    search space has one constant, 1), and the compiler lowers ``1`` to a Python
+    float that torch ops reject. A cell without operations cannot evolve further.
+    """
+    if all(node.op in SOURCES for node in child):
+        raise Rejected("no_operations")  # e.g. h' = x: nothing left to mutate
+    varies: dict[str, bool] = {}
+    for name in child.topological_order():
+        node = child[name]
+        varies[name] = node.op in INPUTS or any(varies[i] for i in node.inputs)
+        if not varies[name] and node.op is not Op.ONE:
+            raise Rejected("constant_node")
 
 
 def _child_name(parent: Cell, child_hash: str) -> str:
@@ -99,7 +118,8 @@ def mutate(
     ``rng``) and at each, with probability p, applies one randomly chosen
     applicable transform anchored there, stopping after ``max_transforms``; if
     none applied, p is drawn again. Dead nodes are pruned; a child failing
-    :meth:`Cell.validate` is rejected and a new one is drawn.
+    :meth:`Cell.validate`, or with a constant node other than ``1``, is
+    rejected and a new one is drawn.
 
     Args:
         cell: the parent (must be valid).
@@ -123,6 +143,7 @@ def mutate(
         try:
             child, p, applied = _draw_child(cell, gen, max_transforms)
             child.validate()
+            _check_child(child)
         except Rejected as e:
             reasons[e.reason] += 1
             continue
