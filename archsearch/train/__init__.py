@@ -1,0 +1,38 @@
+"""Training one cell on one task with one hyper-parameter setting, as in the paper (§3.5-3.7)."""
+
+from archsearch.train._config import (
+    INIT_SCALES,
+    LAYERS,
+    LEARNING_RATES,
+    MAX_GRAD_NORMS,
+    SCALES,
+    HyperParams,
+    TrainConfig,
+    TrainResult,
+    sample_hparams,
+    scale_config,
+)
+from archsearch.train._loop import batchify, evaluate, train, train_model
+from archsearch.train._model import SequenceModel, build_model, cell_param_count, model_param_count, units_for_budget
+
+__all__ = [
+    "INIT_SCALES",
+    "LAYERS",
+    "LEARNING_RATES",
+    "MAX_GRAD_NORMS",
+    "SCALES",
+    "HyperParams",
+    "SequenceModel",
+    "TrainConfig",
+    "TrainResult",
+    "batchify",
+    "build_model",
+    "cell_param_count",
+    "evaluate",
+    "model_param_count",
+    "sample_hparams",
+    "scale_config",
+    "train",
+    "train_model",
+    "units_for_budget",
+]

@@ -1,0 +1,167 @@
+"""Hyper-parameters (paper §3.7) and training scales.
+
+``HyperParams`` is one setting the search samples; ``TrainConfig`` is everything
+else about a run (batch, unroll, epoch size, schedule), chosen by a named scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from archsearch.errors import HyperParameterError
+
+# ---------------------------------------------------------------- paper §3.7 ranges
+INIT_SCALES = (0.3, 0.7, 1.0, 1.4, 2.0, 2.8)
+LEARNING_RATES = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+MAX_GRAD_NORMS = (1.0, 2.5, 5.0, 10.0, 20.0)
+LAYERS = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """One setting: SGD learning rate, init scale, clipping norm, layers and parameter budget."""
+
+    lr: float
+    init_scale: float
+    max_grad_norm: float
+    layers: int
+    params: int  # the paper's parameter budget (before the scale's param_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HyperParams":
+        return cls(
+            lr=float(data["lr"]),
+            init_scale=float(data["init_scale"]),
+            max_grad_norm=float(data["max_grad_norm"]),
+            layers=int(data["layers"]),
+            params=int(data["params"]),
+        )
+
+    def key(self) -> str:
+        """Stable hash of the setting (what 'never run the same setting twice' compares)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def check(self, budgets: tuple[int, ...], allow_any: bool = False) -> "HyperParams":
+        """Raise :class:`HyperParameterError` for values outside the paper's ranges (unless ``allow_any``)."""
+        checks = [
+            ("lr", self.lr, LEARNING_RATES),
+            ("init_scale", self.init_scale, INIT_SCALES),
+            ("max_grad_norm", self.max_grad_norm, MAX_GRAD_NORMS),
+            ("layers", self.layers, LAYERS),
+            ("params", self.params, budgets),
+        ]
+        for name, value, allowed in checks:
+            if not (value > 0):
+                raise HyperParameterError(f"{name} must be positive, got {value}")
+            if not allow_any and value not in allowed:
+                shown = ", ".join(f"{a:g}" for a in allowed)
+                raise HyperParameterError(f"{name}={value:g} is outside the paper's range {{{shown}}} (use --allow-any)")
+        return self
+
+
+def sample_hparams(rng: np.random.Generator, budgets: tuple[int, ...], fixed_layers: int | None = None) -> HyperParams:
+    """A uniformly random setting from the paper's ranges."""
+    return HyperParams(
+        lr=float(rng.choice(LEARNING_RATES)),
+        init_scale=float(rng.choice(INIT_SCALES)),
+        max_grad_norm=float(rng.choice(MAX_GRAD_NORMS)),
+        layers=int(fixed_layers if fixed_layers is not None else rng.choice(LAYERS)),
+        params=int(rng.choice(budgets)),
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run is trained; the scale presets below fill it in."""
+
+    batch_size: int = 20  # paper §3.5
+    unroll: int = 35  # paper §3.5: truncated BPTT length
+    epoch_positions: int = 20 * 35 * 100  # synthetic tasks: positions per epoch (fresh data each epoch)
+    corpus_positions: int | None = None  # corpora: cap on positions per epoch (None: the whole split)
+    valid_positions: int = 20 * 35 * 20  # synthetic: size of the fixed validation stream
+    test_positions: int = 20 * 35 * 20
+    eval_corpus_positions: int | None = None  # corpora: cap on valid/test positions
+    max_epochs: int = 30
+    patience: int = 3  # search schedule: epochs without improvement before decay starts
+    decay_epochs: int = 4  # search schedule: epochs of halving before stopping
+    param_scale: float = 1.0  # multiply the paper's parameter budgets (small runs)
+    min_units: int = 4
+    schedule: str = "search"  # "search" or "music" (paper §3.6)
+    music_max_epochs: int = 800
+    anneal_slope: bool = True  # HM-LSTM: a = min(5, 1 + 0.04 epoch)
+    target: float | None = None  # stop as soon as validation reaches this (the memorization filter only needs pass/fail)
+
+    def with_overrides(self, **changes: Any) -> "TrainConfig":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SCALES: dict[str, TrainConfig] = {
+    # a few seconds per run: tests and the quick search on a laptop
+    "tiny": TrainConfig(
+        epoch_positions=20 * 35 * 12,
+        corpus_positions=20 * 35 * 12,
+        valid_positions=20 * 35 * 4,
+        test_positions=20 * 35 * 4,
+        eval_corpus_positions=20 * 35 * 4,
+        max_epochs=6,
+        patience=2,
+        decay_epochs=2,
+        param_scale=0.02,
+        music_max_epochs=6,
+    ),
+    # about a minute per run on one CPU core: baselines on a laptop
+    "small": TrainConfig(
+        epoch_positions=20 * 35 * 60,
+        corpus_positions=20 * 35 * 60,
+        valid_positions=20 * 35 * 10,
+        test_positions=20 * 35 * 10,
+        eval_corpus_positions=20 * 35 * 20,
+        max_epochs=15,
+        param_scale=0.1,
+        music_max_epochs=40,
+    ),
+    # the paper's sizes and schedules (hours per run on CPU; use GPUs)
+    "paper": TrainConfig(
+        epoch_positions=20 * 35 * 1000,
+        valid_positions=20 * 35 * 100,
+        test_positions=20 * 35 * 100,
+        max_epochs=200,
+        param_scale=1.0,
+    ),
+}
+
+
+def scale_config(scale: str) -> TrainConfig:
+    if scale not in SCALES:
+        raise HyperParameterError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return SCALES[scale]
+
+
+@dataclass
+class TrainResult:
+    """What one training run gives back (also what the database stores as JSON)."""
+
+    task: str
+    metric: float  # the search's measure at the best validation epoch: higher is better (0 if diverged)
+    valid: float  # best validation value in the task's own metric (accuracy, exp(-NLL) or NLL)
+    test: float  # test value of the best-validation weights
+    epochs: int
+    seconds: float
+    params: int
+    units: int
+    diverged: bool = False
+    metric_name: str = "accuracy"
+    perplexity: float | None = None  # PTB
+    final_lr: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
