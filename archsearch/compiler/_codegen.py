@@ -166,11 +166,11 @@ class _StepWriter:
                 if m not in paired:
                     names.append(m)
                     sizes.append(self.offsets[m][2])
-                    self.done.add(m)
             total = sum(sizes)
             part = "xp" if len(x_groups) == 1 else f"xp[:, {start}:{start + total}]"
             start += total
             self._split(part, names, sizes)
+            self._define([m for m in names if m in g.members])
 
     def _split(self, expr: str, names: list[str], sizes: list[int]) -> None:
         if len(names) == 1:
@@ -194,10 +194,15 @@ class _StepWriter:
                 head = f"{proj}[:, :{width}]" if rest else proj
                 self.emit(f"{sums} = {head} + xp_{g.param}")
                 self._split(sums, [add for add, _ in paired], [self.offsets[sl][2] for _, sl in paired])
-                self.done |= {add for add, _ in paired}
             if rest:
                 self._split(f"{proj}[:, {width}:]" if paired else proj, rest, [self.offsets[m][2] for m in rest])
-                self.done |= set(rest)
+            self._define([add for add, _ in paired] + rest)
+
+    def _define(self, names: list[str]) -> None:
+        """Mark nodes produced by a split as defined, then project whatever reads them."""
+        self.done |= set(names)
+        for name in names:
+            self._project(name)
 
     def _expr(self, node: Node) -> str:
         if node.op is Op.ONE:
