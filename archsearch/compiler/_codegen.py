@@ -205,8 +205,8 @@ class _StepWriter:
             self._project(name)
 
     def _expr(self, node: Node) -> str:
-        if node.op is Op.ONE:
-            return "1.0"
+        if node.op is Op.ONE:  # a (B, 1) tensor, so any op (even tanh) may read it
+            return "x.new_ones(x.shape[0], 1)"
         if node.op is Op.HARD_SIGMOID:
             slope = node.attr("slope")
             return f"hard_sigmoid({node.inputs[0]}, {'self.slope' if slope is None else repr(float(slope))})"

@@ -94,10 +94,10 @@ class CompiledCell(nn.Module):
 
     # ---------------------------------------------------------------- running
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
-        ref = next(self.parameters())
-        return tuple(
-            torch.zeros(batch, w, device=device or ref.device, dtype=dtype or ref.dtype) for w in self.state_widths
-        )
+        ref = next(self.parameters(), None)  # a cell may have no parameters at all (h' = tanh(x + h))
+        device = device or (ref.device if ref is not None else None)
+        dtype = dtype or (ref.dtype if ref is not None else None)
+        return tuple(torch.zeros(batch, w, device=device, dtype=dtype) for w in self.state_widths)
 
     def input_projections(self, x: torch.Tensor) -> torch.Tensor:
         """All linears of x for every step at once: (T, B, P)."""
@@ -117,8 +117,9 @@ class CompiledCell(nn.Module):
             state = self.initial_state(x.shape[1], x.device, x.dtype)
         xp = self.input_projections(x)  # (T, B, P)
         outputs = []
-        for t in range(x.shape[0]):
-            state = self._step(self, x[t], xp[t], *state)
+        # unbind, not x[t]: T selects would each back-propagate a zero-filled (T, B, P) gradient (O(T^2) work)
+        for x_t, xp_t in zip(x.unbind(0), xp.unbind(0)):
+            state = self._step(self, x_t, xp_t, *state)
             outputs.append(state[0])
         return torch.stack(outputs), state
 
