@@ -1,0 +1,208 @@
+"""Train-step speed of compiled cells against nn.LSTM / nn.GRU and a naive per-node interpreter.
+
+Usage:
+    python benchmarks/cell_speed.py                      # the README table (1 thread)
+    python benchmarks/cell_speed.py --threads 2 --repeats 30
+    python benchmarks/cell_speed.py --torch-compile      # also time the torch.compile'd step
+    python benchmarks/cell_speed.py --profile lstm       # torch.profiler table of one train step
+
+A train step is forward + backward of one window (B=20 lanes, T=35 steps, H=200
+units, float32, CPU, zero initial state, loss = sum(y * g) for a fixed random g).
+All models are timed in the same run, interleaved round by round (so a noisy
+neighbour on a shared machine slows all of them alike), after a warm-up; each
+number is the median over rounds of the mean over ``--steps`` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archsearch
+from archsearch.compiler import compile_cell
+from archsearch.ir import Cell, Op
+
+# ---------------------------------------------------------------- config
+B, T, H = 20, 35, 200
+CELLS = ("lstm", "gru", "gf-lstm", "hm-lstm")
+
+
+# ---------------------------------------------------------------- naive interpreter
+_UNARY: dict[Op, Callable] = {
+    Op.TANH: torch.tanh,
+    Op.SIGMOID: torch.sigmoid,
+    Op.RELU: torch.relu,
+    Op.IDENTITY: lambda v: v,
+    Op.STEP: lambda v: v + ((v > 0.5).to(v.dtype) - v).detach(),
+}
+_BINARY: dict[Op, Callable] = {Op.ADD: torch.add, Op.MUL: torch.mul, Op.SUB: torch.sub}
+
+
+class NaiveCell(nn.Module):
+    """Walks the graph node by node every step: one matmul per linear, no fusion, no precomputed x projections.
+
+    This is the baseline the compiler is measured against (what a straightforward
+    interpreter of the IR costs). It holds one weight (and bias) per linear node.
+    """
+
+    def __init__(self, cell: Cell, input_size: int, hidden_size: int):
+        super().__init__()
+        self.cell = cell
+        self.order = cell.topological_order()
+        widths = cell.widths()
+        self.weights = nn.ParameterDict()
+        self.biases = nn.ParameterDict()
+        bound = hidden_size**-0.5
+        for node in cell.linears():
+            out = 1 if widths[node.name] == "1" else hidden_size
+            inp = input_size if node.inputs[0] == "x" else hidden_size
+            self.weights[node.name] = nn.Parameter(torch.empty(out, inp).uniform_(-bound, bound))
+            if node.attr("bias"):
+                self.biases[node.name] = nn.Parameter(torch.empty(out).uniform_(-bound, bound))
+        self.state_widths = [1 if s.width == "1" else hidden_size for s in cell.states]
+        self.slope = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = [x.new_zeros(x.shape[1], w) for w in self.state_widths]
+        outputs = []
+        for t in range(x.shape[0]):
+            env: dict[str, object] = {"x": x[t]}
+            env.update({s.name: v for s, v in zip(self.cell.states, state)})
+            for name in self.order:
+                node = self.cell[name]
+                if node.op in (Op.INPUT, Op.STATE):
+                    continue
+                args = [env[i] for i in node.inputs]
+                if node.op is Op.ONE:
+                    env[name] = 1.0
+                elif node.op is Op.LINEAR:
+                    env[name] = F.linear(args[0], self.weights[name], self.biases[name] if name in self.biases else None)
+                elif node.op is Op.HARD_SIGMOID:
+                    slope = node.attr("slope") or self.slope
+                    env[name] = torch.clamp((args[0] * slope + 1.0) * 0.5, 0.0, 1.0)
+                elif node.op in _UNARY:
+                    env[name] = _UNARY[node.op](args[0])
+                else:
+                    env[name] = _BINARY[node.op](*args)
+            state = [env[o] for o in self.cell.outputs]
+            outputs.append(state[0])
+        return torch.stack(outputs)
+
+
+# ---------------------------------------------------------------- models and timing
+def _models(names: tuple[str, ...], torch_compile: bool) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    models: dict[str, nn.Module] = {"nn.LSTM": nn.LSTM(H, H), "nn.GRU": nn.GRU(H, H)}
+    for name in names:
+        cell = archsearch.seed(name)
+        models[name] = compile_cell(cell, H, H, seed=0)
+        if torch_compile:
+            models[f"{name} (torch.compile)"] = compile_cell(cell, H, H, seed=0, torch_compile=True)
+        models[f"{name} (naive)"] = NaiveCell(cell, H, H)
+    return models
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+    out = model(x)
+    y = out[0] if isinstance(out, tuple) else out
+    model.zero_grad(set_to_none=True)
+    (y * g).sum().backward()
+
+
+def _time(model: nn.Module, x: torch.Tensor, g: torch.Tensor, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        _train_step(model, x, g)
+    return (time.perf_counter() - start) / steps
+
+
+def measure(models: dict[str, nn.Module], repeats: int, steps: int, warmup: int) -> dict[str, float]:
+    """Median (over interleaved rounds) seconds per train step of every model."""
+    x = torch.randn(T, B, H)
+    g = torch.randn(T, B, H)
+    compile_seconds: dict[str, float] = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        _train_step(model, x, g)  # first call: torch.compile traces and compiles here
+        compile_seconds[name] = time.perf_counter() - start
+        for _ in range(warmup):
+            _train_step(model, x, g)
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            samples[name].append(_time(model, x, g, steps))
+    measure.first_call = compile_seconds  # type: ignore[attr-defined]
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _reference(name: str) -> str:
+    return "nn.GRU" if name.startswith("gru") else "nn.LSTM"
+
+
+def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool) -> str:
+    rows = [
+        "| cell | compiled ms/step | vs nn.LSTM/GRU | naive ms/step | naive / compiled |"
+        + (" torch.compile ms/step | first call s |" if torch_compile else ""),
+        "|---|---|---|---|---|" + ("---|---|" if torch_compile else ""),
+    ]
+    for ref in ("nn.LSTM", "nn.GRU"):
+        rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 | | |" + (" | |" if torch_compile else ""))
+    for name in names:
+        ref = _reference(name)
+        line = (
+            f"| {name} | {times[name] * 1e3:.2f} | {times[name] / times[ref]:.2f}x {ref} "
+            f"| {times[name + ' (naive)'] * 1e3:.2f} | {times[name + ' (naive)'] / times[name]:.2f}x |"
+        )
+        if torch_compile:
+            tc = f"{name} (torch.compile)"
+            line += f" {times[tc] * 1e3:.2f} | {measure.first_call[tc]:.1f} |"  # type: ignore[attr-defined]
+        rows.append(line)
+    return "\n".join(rows)
+
+
+def profile(name: str, rows: int) -> str:
+    """torch.profiler table (self CPU time) of one train step of compiled ``name``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = compile_cell(archsearch.seed(name), H, H, seed=0)
+    x, g = torch.randn(T, B, H), torch.randn(T, B, H)
+    for _ in range(3):
+        _train_step(model, x, g)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            _train_step(model, x, g)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds; the median is reported")
+    parser.add_argument("--steps", type=int, default=3, help="train steps per round and model")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cells", nargs="+", default=list(CELLS))
+    parser.add_argument("--torch-compile", action="store_true", help="also time compile_cell(..., torch_compile=True)")
+    parser.add_argument("--profile", metavar="CELL", help="print a torch.profiler table of CELL instead")
+    parser.add_argument("--rows", type=int, default=15, help="profiler rows")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), B={B} T={T} H={H} float32 CPU")
+    if args.profile:
+        print(profile(args.profile, args.rows))
+        return
+    names = tuple(args.cells)
+    times = measure(_models(names, args.torch_compile), args.repeats, args.steps, args.warmup)
+    print(f"median of {args.repeats} interleaved rounds x {args.steps} steps, {args.warmup} warm-up steps")
+    print(table(times, names, args.torch_compile))
+
+
+if __name__ == "__main__":
+    main()
