@@ -1,0 +1,392 @@
+"""The search driver (paper §3.1-3.3): the only writer of the database.
+
+Every architecture in flight is a small state machine whose state is its
+``stage`` column; all work is ``queued`` evaluations in the database, so a
+driver killed at any point resumes by re-queueing what was running. Stages::
+
+    init                      seeds: init_settings_per_task settings on every task
+    filter#v                  one memorization setting (visit v of this architecture)
+    task:<name>#v             settings_per_task settings on one search task, then the 90% gate
+    complete                  passed everything: eligible for the top-100 list
+    filtered_out#v / gated_out:<name>#v   stopped; may be re-examined later with fresh settings
+
+Randomness is derived from (search seed, step number) or (search seed,
+architecture, stage), so a resumed search continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zlib
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from archsearch.errors import ArchsearchError, SearchConfigError
+from archsearch.executors import EvalJob, EvalOutcome, Executor
+from archsearch.ir import Cell
+from archsearch.search._config import SearchConfig
+from archsearch.search._settings import choose_settings
+from archsearch.search_spaces import seed as seed_cell
+from archsearch.storage import ArchitectureRecord, EvaluationRecord, LeaderboardStorage
+from archsearch.train import HyperParams, scale_config
+
+log = logging.getLogger(__name__)
+COMPLETE = "complete"
+_MAX_IDLE_STEPS = 200  # mutation steps in a row that create no work before the driver waits
+
+
+@dataclass
+class Progress:
+    """A snapshot for live displays."""
+
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    queued: int = 0
+    stages: dict[str, int] = field(default_factory=dict)
+    top: list[tuple[str, float]] = field(default_factory=list)
+    per_minute: float = 0.0
+    elapsed: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+    activity: dict[str, Any] = field(default_factory=dict)
+
+
+def _stage_parts(stage: str) -> tuple[str, int]:
+    """'task:xml#2' -> ('task:xml', 2); 'complete' -> ('complete', 0)."""
+    base, _, visit = stage.partition("#")
+    return base, int(visit) if visit else 0
+
+
+def _stable_int(*parts: object) -> int:
+    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+class SearchDriver:
+    """Runs (or resumes) one search in ``storage`` with ``executor``."""
+
+    def __init__(
+        self,
+        storage: LeaderboardStorage,
+        config: SearchConfig,
+        executor: Executor,
+        *,
+        max_evaluations: int | None = None,
+        time_limit: float | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_every: float = 2.0,
+    ):
+        self.storage = storage
+        self.config = config
+        self.executor = executor
+        self.max_evaluations = max_evaluations
+        self.time_limit = time_limit
+        self.on_progress = on_progress
+        self.progress_every = progress_every
+        self._tasks = {}  # name -> Task (loaded lazily)
+        self._queue: deque[int] = deque()
+        self._evals: dict[int, EvaluationRecord] = {}  # queued/running evaluations we know of
+        self._submitted: set[int] = set()
+        self._counts: Counter[str] = Counter()
+        self._started = time.monotonic()
+        self._session_finished = 0
+
+    # ================================================================== setup
+    def _open(self) -> None:
+        cfg = self.config
+        record = self.storage.get_search(cfg.name)
+        if record is None:
+            record = self.storage.create_search(cfg.name, cfg.to_dict(), cfg.seed)
+            log.info("started search %r", cfg.name)
+        else:
+            cfg.check_compatible(record.config)
+            requeued = self.storage.requeue_running(record.id)
+            log.info("resuming search %r (%d evaluations re-queued)", cfg.name, requeued)
+        self.search = self.storage.update_search(record.id, status="running")
+        self.state: dict[str, Any] = dict(self.search.state or {})
+        self.state.setdefault("step", 0)
+        self.state.setdefault("counters", {})
+        self._counts.update(self.state["counters"])
+        for ev in self.storage.evaluations(search_id=self.search.id):
+            if ev.status == "queued":
+                self._queue.append(ev.id)
+                self._evals[ev.id] = ev
+            self._counts[f"evals_{ev.status}"] += 1
+        self._ensure_seeds()
+
+    def _save_state(self) -> None:
+        self.state["counters"] = {k: v for k, v in self._counts.items() if not k.startswith("evals_")}
+        self.storage.update_search(self.search.id, state=self.state)
+
+    def task(self, name: str):
+        if name not in self._tasks:
+            from archsearch.tasks import get_task
+
+            self._tasks[name] = get_task(name, self.config.data_dir)
+        return self._tasks[name]
+
+    def _ensure_seeds(self) -> None:
+        for name in self.config.seeds:
+            cell = seed_cell(name)
+            arch = self.storage.find_architecture(self.search.id, name=name)
+            if arch is None:
+                arch, _ = self.storage.add_architecture(
+                    self.search.id, name=name, graph_json=cell.to_json(), structural_hash=cell.structural_hash(),
+                    fingerprint=None, parent_id=None, mutation=None, origin="seed", stage="init",
+                )
+            if arch.stage == "init":
+                self._enter(arch, "init")
+
+    # ================================================================== stages
+    def _expected(self, stage: str) -> int:
+        base, _ = _stage_parts(stage)
+        if base == "init":
+            return self.config.init_settings_per_task * len(self.config.tasks)
+        return 1 if base == "filter" else self.config.settings_per_task
+
+    def _stage_task(self, stage: str) -> str | None:
+        base, _ = _stage_parts(stage)
+        return self.config.filter_task if base == "filter" else base[5:] if base.startswith("task:") else None
+
+    def _enter(self, arch: ArchitectureRecord, stage: str) -> None:
+        """Move ``arch`` to ``stage`` and queue the stage's evaluations (idempotent)."""
+        if arch.stage != stage:
+            self.storage.set_stage(arch.id, stage)
+        tasks = self.config.tasks if stage == "init" else [self._stage_task(stage)]
+        per_task = self.config.init_settings_per_task if stage == "init" else self._expected(stage)
+        cell = Cell.from_json(arch.graph_json)
+        for task in tasks:
+            rng = np.random.default_rng([self.config.seed, arch.id, zlib.crc32(f"{stage}|{task}".encode())])
+            self._queue_settings(arch, cell, task, per_task, stage, rng)
+
+    def _queue_settings(self, arch, cell: Cell, task: str, count: int, purpose: str, rng, parent=None) -> None:
+        mine = self.storage.evaluations(architecture_id=arch.id, task=task)
+        taken = {HyperParams.from_dict(e.hparams).key() for e in mine if e.purpose != purpose}
+        budgets = self.task(task).param_budgets
+        kwargs: dict[str, Any] = {}
+        if parent is not None:
+            kwargs = self._parent_pools(parent, task)
+        fixed = 1 if cell.depth > 1 else None
+        for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
+                                          threshold=self.config.parent_settings_threshold, **kwargs):
+            ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose)
+            if ev is not None:
+                self._queue.append(ev.id)
+                self._evals[ev.id] = ev
+                self._counts["evals_queued"] += 1
+                self._counts[f"source_{source}"] += 1
+
+    def _parent_pools(self, parent: ArchitectureRecord, task: str) -> dict[str, Any]:
+        """§3.3: the parent's settings ranked by result, its total count, and LSTM/GRU's best 100."""
+        def ranked(arch_id: int, on_task: str) -> list[HyperParams]:
+            done = [e for e in self.storage.evaluations(architecture_id=arch_id, task=on_task, status="done")]
+            done.sort(key=lambda e: -(e.metric or 0.0))
+            return [HyperParams.from_dict(e.hparams) for e in done]
+
+        total = len(self.storage.evaluations(architecture_id=parent.id, status="done"))
+        reference: list[tuple[float, HyperParams]] = []
+        for name in ("lstm", "gru"):
+            ref = self.storage.find_architecture(self.search.id, name=name)
+            if ref is not None:
+                for e in self.storage.evaluations(architecture_id=ref.id, task=task, status="done"):
+                    reference.append((e.metric or 0.0, HyperParams.from_dict(e.hparams)))
+        reference.sort(key=lambda t: -t[0])
+        return {"parent_ranked": ranked(parent.id, task), "parent_total": total,
+                "reference_best": [hp for _, hp in reference]}
+
+    def _advance(self, arch: ArchitectureRecord) -> None:
+        """Called when ``arch`` has nothing queued or running: decide its next stage."""
+        stage = arch.stage
+        base, visit = _stage_parts(stage)
+        if not (base in ("init", "filter") or base.startswith("task:")):
+            return  # complete or stopped: nothing to advance (a re-evaluation just finished)
+        mine = self.storage.evaluations(architecture_id=arch.id)
+        if sum(e.purpose == stage for e in mine) < self._expected(stage):
+            self._enter(arch, stage)  # a crash interrupted queueing this stage: finish it
+            if any(e.architecture_id == arch.id for e in self._evals.values()):
+                return
+        if base == "init":
+            self.storage.set_stage(arch.id, COMPLETE)
+            return
+        if base == "filter":
+            passed = [e for e in mine if e.purpose == stage and e.status == "done" and not e.diverged
+                      and (e.metric or 0.0) >= self.config.filter_threshold]
+            if passed:
+                self._counts["passed_filter"] += 1
+                self._enter(arch, f"task:{self.config.tasks[0]}#{visit}")
+            else:
+                self._counts["filtered_out"] += 1
+                self.storage.set_stage(arch.id, f"filtered_out#{visit}")
+            return
+        task = base[5:]
+        best = self.storage.best_scores(arch.id).get(task, 0.0)
+        reference = self.storage.normalizers(self.search.id, self.config.reference).get(task)
+        index = self.config.tasks.index(task)
+        if index + 1 == len(self.config.tasks):
+            self._counts["completed"] += 1
+            self.storage.set_stage(arch.id, COMPLETE)
+        elif reference and best > self.config.gate * reference:
+            self._enter(arch, f"task:{self.config.tasks[index + 1]}#{visit}")
+        else:
+            self._counts[f"gated_out:{task}"] += 1
+            self.storage.set_stage(arch.id, f"gated_out:{task}#{visit}")
+
+    # ================================================================== steps
+    def _seeds_ready(self) -> bool:
+        archs = [self.storage.find_architecture(self.search.id, name=n) for n in self.config.seeds]
+        return all(a is not None and a.stage == COMPLETE for a in archs)
+
+    def _step(self) -> bool:
+        """One step of §3.1: re-evaluate or mutate. Returns True if it queued work."""
+        step = self.state["step"]
+        self.state["step"] = step + 1
+        self._save_state()  # before acting: a crash mid-step is repaired by _advance, never replayed twice
+        rng = np.random.default_rng([self.config.seed, 7, step])
+        top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
+        if not top:
+            raise SearchConfigError("the top list is empty: the reference cell has no positive result on every task")
+        arch = top[int(rng.integers(len(top)))][0]
+        if rng.random() < self.config.p_reevaluate:
+            self._counts["reevaluations"] += 1
+            cell = Cell.from_json(arch.graph_json)
+            for task in self.config.tasks:
+                self._queue_settings(arch, cell, task, self.config.settings_per_task, f"reeval#{step}", rng)
+            return True
+        return self._mutate_step(arch, rng, step)
+
+    def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int) -> bool:
+        from archsearch.mutate import MutationError, fingerprint, mutate
+
+        self._counts["proposed"] += 1
+        try:
+            child, record = mutate(Cell.from_json(parent.graph_json), rng)
+        except MutationError as e:
+            self._counts["mutation_failures"] += 1
+            log.warning("mutation of %s failed: %s", parent.name, e)
+            return False
+        structural = child.structural_hash()
+        existing = self.storage.find_architecture(self.search.id, structural_hash=structural)
+        fp = fingerprint(child)
+        if existing is None:
+            existing = self.storage.find_architecture(self.search.id, fingerprint=fp)
+        if existing is not None:
+            return self._reexamine(existing)
+        mutation = {**record.to_dict(), "step": step, "parent": parent.name}
+        arch, created = self.storage.add_architecture(
+            self.search.id, name=child.name, graph_json=child.to_json(), structural_hash=structural,
+            fingerprint=fp, parent_id=parent.id, mutation=mutation, origin="mutant", stage="filter#1",
+        )
+        self._enter(arch, "filter#1")
+        return True
+
+    def _reexamine(self, arch: ArchitectureRecord) -> bool:
+        """A child equal to a known architecture: re-examine it if it was stopped, else skip (§3.1)."""
+        base, visit = _stage_parts(arch.stage)
+        if base.startswith("filtered_out"):
+            self._counts["reexamined"] += 1
+            self._enter(arch, f"filter#{visit + 1}")
+            return True
+        if base.startswith("gated_out"):
+            self._counts["reexamined"] += 1  # all its settings are kept: skip the filter, fresh settings only
+            self._enter(arch, f"task:{self.config.tasks[0]}#{visit + 1}")
+            return True
+        self._counts["duplicates"] += 1
+        return False
+
+    # ================================================================== running
+    def _job(self, ev: EvaluationRecord) -> EvalJob:
+        arch = self.storage.get_architecture(ev.architecture_id)
+        overrides = dict(self.config.train_overrides)
+        if ev.task == self.config.filter_task:
+            overrides = {**overrides, **self.config.filter_overrides, "target": self.config.filter_threshold}
+        train_config = {**scale_config(self.config.scale).__dict__, **overrides}
+        seed = _stable_int(arch.structural_hash, ev.task, ev.hparams_hash) % (2**31)
+        return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, train_config, seed,
+                       self.config.device, self.config.data_dir)
+
+    def _budget_left(self) -> bool:
+        if self.max_evaluations is None:
+            return True
+        started = self._counts["evals_done"] + self._counts["evals_failed"] + self.executor.in_flight()
+        return started < self.max_evaluations
+
+    def _out_of_time(self) -> bool:
+        return self.time_limit is not None and time.monotonic() - self._started >= self.time_limit
+
+    def _fill(self) -> None:
+        idle = 0
+        while self.executor.in_flight() < self.executor.slots and self._budget_left() and not self._out_of_time():
+            if self._queue:
+                eval_id = self._queue.popleft()
+                ev = self._evals[eval_id]
+                self.storage.mark_running(eval_id, "driver")
+                self.executor.submit(self._job(ev))
+                self._submitted.add(eval_id)
+                self._counts["evals_queued"] -= 1
+                continue
+            if not self._seeds_ready() or idle >= _MAX_IDLE_STEPS:
+                return
+            idle = 0 if self._step() else idle + 1
+
+    def _record(self, outcome: EvalOutcome) -> None:
+        ev = self._evals.pop(outcome.evaluation_id)
+        self._submitted.discard(outcome.evaluation_id)
+        if outcome.ok:
+            self.storage.record_result(ev.id, outcome.result)
+            self._counts["evals_done"] += 1
+        else:
+            log.warning("evaluation %d (%s) failed on %s: %s", ev.id, ev.task, outcome.worker, outcome.error)
+            self.storage.record_failure(ev.id, f"{outcome.worker}: {outcome.error}")
+            self._counts["evals_failed"] += 1
+        self._session_finished += 1
+        if not any(e.architecture_id == ev.architecture_id for e in self._evals.values()):
+            self._advance(self.storage.get_architecture(ev.architecture_id))
+
+    def _repair(self) -> None:
+        """After a restart: advance architectures whose stage has nothing left to run."""
+        busy = {e.architecture_id for e in self._evals.values()}
+        for arch in self.storage.list_architectures(self.search.id):
+            base, _ = _stage_parts(arch.stage)
+            if arch.id not in busy and (base in ("init", "filter") or base.startswith("task:")):
+                self._advance(arch)
+
+    def progress(self) -> Progress:
+        stages = Counter(_stage_parts(a.stage)[0] for a in self.storage.list_architectures(self.search.id))
+        top = self.storage.top_k(self.search.id, 5, list(self.config.tasks), self.config.reference)
+        elapsed = time.monotonic() - self._started
+        return Progress(
+            done=self._counts["evals_done"], failed=self._counts["evals_failed"],
+            running=self.executor.in_flight(), queued=len(self._queue), stages=dict(stages),
+            top=[(a.name, fit) for a, fit, _ in top], per_minute=60 * self._session_finished / max(elapsed, 1e-9),
+            elapsed=elapsed, counters={k: v for k, v in self._counts.items() if not k.startswith("evals_")},
+            activity=self.executor.activity(),
+        )
+
+    def run(self) -> Progress:
+        """Run until ``max_evaluations`` or ``time_limit``; returns the final progress snapshot."""
+        self._open()
+        self._repair()
+        last_report = 0.0
+        status = "stopped"
+        try:
+            while True:
+                self._fill()
+                if self.executor.in_flight() == 0:
+                    if not self._budget_left():
+                        status = "finished"
+                        break
+                    if self._out_of_time() or not self._queue:
+                        break
+                for outcome in self.executor.poll(timeout=0.5):
+                    self._record(outcome)
+                if self.on_progress and time.monotonic() - last_report >= self.progress_every:
+                    self.on_progress(self.progress())
+                    last_report = time.monotonic()
+        finally:
+            self._save_state()
+            self.storage.update_search(self.search.id, status=status)
+        return self.progress()
