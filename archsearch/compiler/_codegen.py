@@ -5,13 +5,19 @@ lays out the input's projections so they can be computed for all time steps
 before the loop, and pairs ``add(W_a x, W_b s)`` nodes so that each pair costs
 a slice of one wide addition instead of two matmuls and an add (as cuDNN does
 for the LSTM's gates). The same source text is what ``archsearch export`` writes.
+
+A paired projection whose source feeds nothing else is one ``torch.addmm``
+(the partner's bias is folded into the precomputed x projections). With
+``batched=True`` the writer emits the same step for K stacked settings: every
+tensor gets a leading slice dimension and each linear map is a batched matmul
+(``blinear`` / ``torch.baddbmm``), see :mod:`archsearch.compiler._batched`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archsearch.ir import OPS, SCALAR, Cell, Node, Op
+from archsearch.ir import BINARY, OPS, SCALAR, Cell, Node, Op
 
 # Helpers the generated code calls; export copies this text into its file.
 HELPERS_SOURCE = '''
@@ -23,6 +29,15 @@ def hard_sigmoid(v, slope):
 def step_st(v):
     """1 where v > 0.5 else 0; the backward pass treats it as the identity (straight-through)."""
     return v + ((v > 0.5).to(v.dtype) - v).detach()
+'''
+
+# The extra helper of batched steps (K settings stacked on a leading dimension).
+BATCHED_HELPERS_SOURCE = '''
+def blinear(v, weight, bias=None):
+    """Per-slice linear map: v (K, B, in), weight (K, out, in), bias (K, out) -> (K, B, out)."""
+    if bias is None:
+        return torch.bmm(v, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), v, weight.transpose(1, 2))
 '''
 
 
@@ -49,6 +64,10 @@ class Plan:
     source: str
     state_names: list[str]
     uses_slope: bool
+    # partner param -> (x group param, first column in that x group, width): partners all of whose
+    # linears are paired; their bias and add live in the precomputed x projection (step: one addmm)
+    folded: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    batched: bool = False
 
 
 def _sole_user(cell: Cell, name: str, users: dict[str, list[str]]) -> str | None:
@@ -74,8 +93,11 @@ def _find_pairs(cell: Cell, users: dict[str, list[str]]) -> dict[str, tuple[str,
     return pairs
 
 
-def plan_cell(cell: Cell, hidden_size: int) -> Plan:
-    """Lay out the parameters and write the step function of ``cell`` (already validated)."""
+def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
+    """Lay out the parameters and write the step function of ``cell`` (already validated).
+
+    ``batched``: write the step for K stacked settings (weights ``(K, out, in)``, tensors ``(K, B, .)``).
+    """
     order = cell.topological_order()
     users = {n: cell.users(n) for n in order}
     pairs = _find_pairs(cell, users)
@@ -112,14 +134,35 @@ def plan_cell(cell: Cell, hidden_size: int) -> Plan:
             w = 1 if widths[m] == SCALAR else hidden_size
             offsets[m] = (g.param, start, w)
             start += w
-    gen = _StepWriter(cell, hidden_size, list(groups.values()), offsets, pairs, users)
+    folded = _folded_partners(list(groups.values()), offsets)
+    gen = _StepWriter(cell, hidden_size, list(groups.values()), offsets, pairs, users, folded, batched)
     uses_slope = any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
-    return Plan(list(groups.values()), offsets, gen.write(order), [s.name for s in cell.states], uses_slope)
+    states = [s.name for s in cell.states]
+    return Plan(list(groups.values()), offsets, gen.write(order), states, uses_slope, folded, batched)
+
+
+def _folded_partners(groups: list[LinearGroup], offsets) -> dict[str, tuple[str, int, int]]:
+    """Partner groups all of whose linears are paired with x: their step is ``addmm(xp_part, s, W.T)``.
+
+    Returns partner param -> (x group param, first column inside that x group, width).
+    """
+    by_param = {g.param: g for g in groups}
+    folded = {}
+    for xg in (g for g in groups if g.source == "x"):
+        start = 0
+        for partner, plist in xg.pairs.items():
+            width = sum(offsets[xl][2] for _, xl in plist)
+            if len(by_param[partner].members) == len(plist):
+                folded[partner] = (xg.param, start, width)
+            start += width
+    return folded
 
 
 class _StepWriter:
-    def __init__(self, cell, n, groups, offsets, pairs, users):
+    def __init__(self, cell, n, groups, offsets, pairs, users, folded, batched):
         self.cell: Cell = cell
+        self.folded: dict[str, tuple[str, int, int]] = folded
+        self.batched = batched
         self.n = n
         self.groups: list[LinearGroup] = groups
         self.offsets = offsets
@@ -167,7 +210,7 @@ class _StepWriter:
                     names.append(m)
                     sizes.append(self.offsets[m][2])
             total = sum(sizes)
-            part = "xp" if len(x_groups) == 1 else f"xp[:, {start}:{start + total}]"
+            part = "xp" if len(x_groups) == 1 else f"xp[..., {start}:{start + total}]"
             start += total
             self._split(part, names, sizes)
             self._define([m for m in names if m in g.members])
@@ -183,19 +226,30 @@ class _StepWriter:
         if source == "x":
             return
         for g in (g for g in self.groups if g.source == source):
-            bias = f", self.bias_{g.param}" if g.bias else ""
+            weight = f"self.weight_{g.param}"
             proj = f"p_{g.param}"
-            self.emit(f"{proj} = F.linear({source}, self.weight_{g.param}{bias})")
             paired = [(add, sl) for add, (_, sl) in self.pairs.items() if sl in g.members]
             rest = [m for m in g.members if m not in {sl for _, sl in paired}]
             width = sum(self.offsets[sl][2] for _, sl in paired)
+            if g.param in self.folded:  # xp_ already holds this group's bias: one fused multiply-add
+                sums = f"s_{g.param}"
+                if self.batched:
+                    self.emit(f"{sums} = torch.baddbmm(xp_{g.param}, {source}, {weight}.transpose(1, 2))")
+                else:
+                    self.emit(f"{sums} = torch.addmm(xp_{g.param}, {source}, {weight}.t())")
+                self._split(sums, [add for add, _ in paired], [self.offsets[sl][2] for _, sl in paired])
+                self._define([add for add, _ in paired])
+                continue
+            bias = f", self.bias_{g.param}" if g.bias else ""
+            linear = "blinear" if self.batched else "F.linear"
+            self.emit(f"{proj} = {linear}({source}, {weight}{bias})")
             if paired:
                 sums = f"s_{g.param}"
-                head = f"{proj}[:, :{width}]" if rest else proj
+                head = f"{proj}[..., :{width}]" if rest else proj
                 self.emit(f"{sums} = {head} + xp_{g.param}")
                 self._split(sums, [add for add, _ in paired], [self.offsets[sl][2] for _, sl in paired])
             if rest:
-                self._split(f"{proj}[:, {width}:]" if paired else proj, rest, [self.offsets[m][2] for m in rest])
+                self._split(f"{proj}[..., {width}:]" if paired else proj, rest, [self.offsets[m][2] for m in rest])
             self._define([add for add, _ in paired] + rest)
 
     def _define(self, names: list[str]) -> None:
@@ -204,9 +258,23 @@ class _StepWriter:
         for name in names:
             self._project(name)
 
+    def _float_one(self, node: Node) -> bool:
+        """The constant 1 may be a Python float when only binary ops read it, each with a tensor beside it."""
+        if node.name in self.cell.outputs:
+            return False
+        for user in map(self.cell.__getitem__, self.users[node.name]):
+            if user.op not in BINARY or any(self.cell[i].op is Op.ONE for i in user.inputs if i != node.name):
+                return False
+            if user.inputs[0] == user.inputs[1]:
+                return False
+        return True
+
     def _expr(self, node: Node) -> str:
-        if node.op is Op.ONE:  # a (B, 1) tensor, so any op (even tanh) may read it
-            return "x.new_ones(x.shape[0], 1)"
+        if node.op is Op.ONE:
+            if self._float_one(node):  # broadcasts like the tensor, without an allocation per step
+                return "1.0"
+            # a (B, 1) tensor, so any op (even tanh) may read it
+            return "x.new_ones(x.shape[0], x.shape[1], 1)" if self.batched else "x.new_ones(x.shape[0], 1)"
         if node.op is Op.HARD_SIGMOID:
             slope = node.attr("slope")
             return f"hard_sigmoid({node.inputs[0]}, {'self.slope' if slope is None else repr(float(slope))})"

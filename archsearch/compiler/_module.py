@@ -21,13 +21,54 @@ _helpers: dict[str, object] = {"torch": torch, "F": F}
 exec(compile(HELPERS_SOURCE, "<archsearch-helpers>", "exec"), _helpers)
 
 
-def _exec_step(source: str, label: str) -> Callable:
-    """Compile generated source under a unique file name so tracebacks show the generated line."""
-    filename = f"<archsearch-cell-{label}-{next(_counter)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = dict(_helpers)
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace["step"]
+_steps: dict[tuple[str, str], Callable] = {}
+
+
+def _exec_step(source: str, label: str, helpers: dict[str, object] = _helpers) -> Callable:
+    """Compile generated source under a unique file name so tracebacks show the generated line.
+
+    Cached per process by (source, label): a cell compiles once however many models use it
+    (the search builds one model per setting), and equal cells share one code object.
+    """
+    key = (source, label)
+    if key not in _steps:
+        filename = f"<archsearch-cell-{label}-{next(_counter)}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        namespace = dict(helpers)
+        exec(compile(source, filename, "exec"), namespace)
+        _steps[key] = namespace["step"]
+    return _steps[key]
+
+
+_plans: dict[tuple[str, int, bool], Plan] = {}
+
+
+def cached_plan(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
+    """``plan_cell`` once per (cell's canonical JSON, size, batched) and process."""
+    key = (cell.to_json(), hidden_size, batched)
+    if key not in _plans:
+        _plans[key] = plan_cell(cell, hidden_size, batched)
+    return _plans[key]
+
+
+def x_projection_bias(plan: Plan, param: str, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
+    """Bias of x group ``param``'s projection: its own bias plus the folded partners' biases.
+
+    ``get(name)`` returns a parameter or None; shapes may carry a leading slice dimension
+    (batched), so everything indexes the last dimension.
+    """
+    own = get(f"bias_{param}")
+    folded = [(start, width, get(f"bias_{p}")) for p, (xg, start, width) in plan.folded.items() if xg == param]
+    folded = sorted((start, width, b) for start, width, b in folded if b is not None)
+    if not folded:
+        return own
+    base = own if own is not None else get(f"weight_{param}").new_zeros(get(f"weight_{param}").shape[:-1])
+    pieces, col = [], 0
+    for start, width, partner_bias in folded:
+        pieces += [base[..., col:start], base[..., start : start + width] + partner_bias[..., :width]]
+        col = start + width
+    pieces.append(base[..., col:])
+    return torch.cat(pieces, dim=-1)
 
 
 class CompiledCell(nn.Module):
@@ -50,7 +91,7 @@ class CompiledCell(nn.Module):
         self.cell_name = cell.name
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.plan: Plan = plan_cell(cell, hidden_size)
+        self.plan: Plan = cached_plan(cell, hidden_size)
         self.state_widths = [1 if s.width == SCALAR else hidden_size for s in cell.states]
         self._linear_init = {n.name: (float(n.attr("diag")), float(n.attr("bias_init"))) for n in cell.linears()}
         for g in self.plan.groups:
@@ -89,6 +130,15 @@ class CompiledCell(nn.Module):
         bias = getattr(self, f"bias_{param}", None)
         return weight, (None if bias is None else bias[start : start + width])
 
+    def enable_torch_compile(self) -> None:
+        """Run the whole unrolled window through ``torch.compile`` (inductor).
+
+        Off by default: on a 2-core CPU it costs ~55 s of compilation per cell and size
+        and saves ~20% of a train step (see the README's Speed section), so it only pays
+        after thousands of steps with one size in one process.
+        """
+        self._run = torch.compile(CompiledCell._run.__get__(self), dynamic=False)
+
     def linear_nodes(self) -> list[str]:
         return list(self.plan.offsets)
 
@@ -101,8 +151,9 @@ class CompiledCell(nn.Module):
 
     def input_projections(self, x: torch.Tensor) -> torch.Tensor:
         """All linears of x for every step at once: (T, B, P)."""
+        get = lambda name: getattr(self, name, None)  # noqa: E731
         parts = [
-            F.linear(x, getattr(self, f"weight_{g.param}"), getattr(self, f"bias_{g.param}", None))
+            F.linear(x, self.get_parameter(f"weight_{g.param}"), x_projection_bias(self.plan, g.param, get))
             for g in self.plan.groups
             if g.source == "x"
         ]
@@ -115,6 +166,10 @@ class CompiledCell(nn.Module):
             raise ValueError(f"expected input of shape (T, B, {self.input_size}), got {tuple(x.shape)}")
         if state is None:
             state = self.initial_state(x.shape[1], x.device, x.dtype)
+        return self._run(x, state)
+
+    def _run(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The loop; :meth:`enable_torch_compile` replaces it with a copy compiled by ``torch.compile``."""
         xp = self.input_projections(x)  # (T, B, P)
         outputs = []
         # unbind, not x[t]: T selects would each back-propagate a zero-filled (T, B, P) gradient (O(T^2) work)
@@ -155,6 +210,11 @@ class CellStack(nn.Module):
         for layer in self.layers:
             layer.reset_parameters(init_scale)
 
+    def enable_torch_compile(self) -> None:
+        """See :meth:`CompiledCell.enable_torch_compile`."""
+        for layer in self.layers:
+            layer.enable_torch_compile()
+
     def set_slope(self, slope: float) -> None:
         """Set the hard-sigmoid slope ``a`` of every layer (HM-LSTM slope annealing)."""
         for layer in self.layers:
@@ -183,6 +243,7 @@ def compile_cell(
     init_scale: float = 1.0,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
+    torch_compile: bool = False,
 ) -> CellStack:
     """Compile a validated cell into a :class:`CellStack`.
 
@@ -194,6 +255,7 @@ def compile_cell(
         init_scale: weights ~ U[-x, x], x = init_scale / sqrt(hidden_size) (paper §3.7).
         seed: if given, initialise from ``torch.Generator`` state seeded with it (reproducible).
         dtype: parameter dtype (default: torch's default).
+        torch_compile: run each layer's window through ``torch.compile`` (slow to compile; off by default).
 
     Raises:
         InvalidGraphError: the graph is invalid.
@@ -205,4 +267,7 @@ def compile_cell(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             stack = CellStack(cell, input_size, hidden_size, num_layers, init_scale)
-    return stack if dtype is None else stack.to(dtype)
+    stack = stack if dtype is None else stack.to(dtype)
+    if torch_compile:
+        stack.enable_torch_compile()
+    return stack

@@ -12,11 +12,13 @@ from archsearch.train._config import (
     sample_hparams,
     scale_config,
 )
+from archsearch.train._batched import BatchedSequenceModel, group_compatible, train_batched
 from archsearch.train._loop import batchify, evaluate, train, train_model
 from archsearch.train._model import SequenceModel, build_model, cell_param_count, model_param_count, units_for_budget
 
 __all__ = [
     "INIT_SCALES",
+    "BatchedSequenceModel",
     "LAYERS",
     "LEARNING_RATES",
     "MAX_GRAD_NORMS",
@@ -29,10 +31,12 @@ __all__ = [
     "build_model",
     "cell_param_count",
     "evaluate",
+    "group_compatible",
     "model_param_count",
     "sample_hparams",
     "scale_config",
     "train",
+    "train_batched",
     "train_model",
     "units_for_budget",
 ]
