@@ -18,7 +18,12 @@ from archsearch.errors import ArchsearchError
 # subcommand modules, in the order `archsearch --help` lists them
 COMMANDS = [
     "archsearch.cli._cells",
+    "archsearch.cli._search",
+    "archsearch.cli._inspect",
     "archsearch.cli._mutate",
+    "archsearch.cli._train",
+    "archsearch.cli._baselines",
+    "archsearch.cli._report",
 ]
 
 

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cells", help="list the seed cells")
     p.set_defaults(func=run_cells)
     p = sub.add_parser("show", help="equations (and a picture) of a cell")
-    p.add_argument("cell", help="a seed name or a cell JSON file")
+    p.add_argument("cell", help="a seed name, a cell JSON file, or (with --db) an architecture id or name")
+    p.add_argument("--db", help="look the cell up in this search database (shows lineage and best settings)")
+    p.add_argument("--search", help="search name inside the database (default: the most recent)")
     p.add_argument("--picture", metavar="FILE", help="draw the graph to FILE (.png or .svg)")
     p.add_argument("--json", action="store_true", help="print the canonical JSON instead")
     p.set_defaults(func=run_show)
@@ -41,6 +43,12 @@ def run_cells(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    if args.db:
+        from archsearch.cli._inspect import show_from_db
+
+        cell = show_from_db(args.db, args.search, args.cell, as_json=args.json)
+        _picture(cell, args.picture)
+        return 0
     cell = load_cell(args.cell)
     if args.json:
         print(cell.to_json(indent=2))
@@ -50,9 +58,13 @@ def run_show(args: argparse.Namespace) -> int:
             print(cell.doc)
         print()
         print(cell.equations())
-    if args.picture:
+    _picture(cell, args.picture)
+    return 0
+
+
+def _picture(cell: Cell, path: str | None) -> None:
+    if path:
         from archsearch.ir.draw import draw_cell
 
-        draw_cell(cell, args.picture)
-        print(f"\npicture written to {args.picture}")
-    return 0
+        draw_cell(cell, path)
+        print(f"\npicture written to {path}")

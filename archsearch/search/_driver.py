@@ -62,8 +62,17 @@ def _stage_parts(stage: str) -> tuple[str, int]:
     return base, int(visit) if visit else 0
 
 
-def _stable_int(*parts: object) -> int:
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+def evaluation_seed(structural_hash: str, task: str, hparams_hash: str) -> int:
+    """The training seed of an evaluation: the same (cell, task, setting) always trains the same way."""
+    return int(hashlib.sha256(f"{structural_hash}|{task}|{hparams_hash}".encode()).hexdigest()[:8], 16) % (2**31)
+
+
+def job_train_config(config: SearchConfig, task: str) -> dict[str, Any]:
+    """TrainConfig fields for ``task``: the scale preset, the search's overrides, the filter's target."""
+    overrides = dict(config.train_overrides)
+    if task == config.filter_task:
+        overrides = {**overrides, **config.filter_overrides, "target": config.filter_threshold}
+    return {**scale_config(config.scale).__dict__, **overrides}
 
 
 class SearchDriver:
@@ -300,12 +309,8 @@ class SearchDriver:
     # ================================================================== running
     def _job(self, ev: EvaluationRecord) -> EvalJob:
         arch = self.storage.get_architecture(ev.architecture_id)
-        overrides = dict(self.config.train_overrides)
-        if ev.task == self.config.filter_task:
-            overrides = {**overrides, **self.config.filter_overrides, "target": self.config.filter_threshold}
-        train_config = {**scale_config(self.config.scale).__dict__, **overrides}
-        seed = _stable_int(arch.structural_hash, ev.task, ev.hparams_hash) % (2**31)
-        return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, train_config, seed,
+        seed = evaluation_seed(arch.structural_hash, ev.task, ev.hparams_hash)
+        return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, job_train_config(self.config, ev.task), seed,
                        self.config.device, self.config.data_dir)
 
     def _budget_left(self) -> bool:

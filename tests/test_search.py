@@ -1,0 +1,213 @@
+"""The search loop on a real SQLite file: bookkeeping, §3.3 settings, gates, resume after kill -9."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from archsearch.errors import SearchConfigError
+from archsearch.executors import InProcessExecutor
+from archsearch.search import SearchConfig, SearchDriver, choose_settings
+from archsearch.storage import open_storage
+from archsearch.train import HyperParams, sample_hparams
+
+TINY_TRAIN = {"max_epochs": 1, "epoch_positions": 1400, "valid_positions": 700, "test_positions": 700,
+              "param_scale": 0.02}
+
+
+def tiny_config(**changes) -> SearchConfig:
+    base = SearchConfig(
+        name="t", tasks=("arithmetic", "xml"), seeds=("lstm", "gru"), scale="tiny",
+        train_overrides=TINY_TRAIN, filter_overrides={**TINY_TRAIN, "param_scale": 0.1},
+        settings_per_task=2, init_settings_per_task=2, filter_threshold=0.0, gate=0.5, p_reevaluate=0.3, seed=3,
+    )
+    return base.with_overrides(**changes)
+
+
+def run(url: str, config: SearchConfig, max_evaluations: int) -> None:
+    with InProcessExecutor(1) as executor:
+        SearchDriver(open_storage(url), config, executor, max_evaluations=max_evaluations).run()
+
+
+def _check_bookkeeping(url: str) -> list:
+    storage = open_storage(url, read_only=True)
+    evals = storage.evaluations()
+    keys = [(e.architecture_id, e.task, e.hparams_hash) for e in evals]
+    assert len(keys) == len(set(keys)), "a setting was recorded twice"
+    for e in evals:
+        assert e.status in ("done", "failed", "queued"), f"evaluation {e.id} left {e.status}"
+        if e.status == "done":
+            assert e.metric is not None and e.seconds is not None and e.params
+    return evals
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('search')}/s.db"
+    run(url, tiny_config(), 30)
+    return url
+
+
+def test_the_loop_records_every_evaluation_once(searched):
+    evals = _check_bookkeeping(searched)
+    finished = [e for e in evals if e.status in ("done", "failed")]
+    assert len(finished) == 30
+    storage = open_storage(searched, read_only=True)
+    search = storage.get_search("t")
+    assert search.status == "finished"
+    mutants = [a for a in storage.list_architectures(search.id) if a.origin == "mutant"]
+    assert mutants, "the search should have proposed children"
+    for a in mutants:
+        assert a.mutation["transforms"] and a.parent_id is not None
+
+
+def test_gru_fitness_is_exactly_one(searched):
+    storage = open_storage(searched, read_only=True)
+    top = storage.top_k(1, 100, ["arithmetic", "xml"], "gru")
+    fitness = {arch.name: fit for arch, fit, _ in top}
+    assert fitness["gru"] == 1.0
+    assert all(f <= 1.0 for n, f in fitness.items() if n == "lstm") or "lstm" in fitness
+
+
+def test_seeds_get_their_initial_settings(searched):
+    storage = open_storage(searched, read_only=True)
+    for name in ("lstm", "gru"):
+        arch = storage.find_architecture(1, name=name)
+        init = [e for e in storage.evaluations(architecture_id=arch.id) if e.purpose == "init"]
+        assert collections.Counter(e.task for e in init) == {"arithmetic": 2, "xml": 2}
+
+
+def test_a_child_failing_the_filter_is_stored_with_its_setting(tmp_path):
+    url = f"sqlite:///{tmp_path}/f.db"
+    run(url, tiny_config(filter_threshold=0.99, p_reevaluate=0.0), 14)
+    storage = open_storage(url, read_only=True)
+    out = storage.list_architectures(1, stage="filtered_out#1")
+    assert out, "every child should fail a 0.99 filter at this size"
+    for arch in out:
+        (ev,) = storage.evaluations(architecture_id=arch.id)
+        assert ev.task == "memorize" and ev.purpose == "filter#1" and ev.status == "done"
+        assert ev.metric < 0.99 and HyperParams.from_dict(ev.hparams).params == 25000
+        assert ev.result["metric"] == ev.metric
+
+
+def test_gate_stops_children_below_the_reference(tmp_path):
+    url = f"sqlite:///{tmp_path}/g.db"
+    run(url, tiny_config(gate=1.0, p_reevaluate=0.0, settings_per_task=1), 20)
+    storage = open_storage(url, read_only=True)
+    stages = collections.Counter(a.stage for a in storage.list_architectures(1))
+    gated = [s for s in stages if s.startswith("gated_out:arithmetic")]
+    normal = storage.normalizers(1, "gru")
+    for arch in storage.list_architectures(1):
+        if arch.stage.startswith("gated_out:arithmetic"):
+            assert storage.best_scores(arch.id)["arithmetic"] <= normal["arithmetic"]
+    assert gated or stages.get("complete", 0) > 2
+
+
+def test_resume_with_a_contradicting_config_is_refused(searched, tmp_path):
+    storage = open_storage(searched)
+    before = len(storage.evaluations())
+    with pytest.raises(SearchConfigError, match="tasks: stored"):
+        SearchDriver(storage, tiny_config(tasks=("xml",)), InProcessExecutor(1), max_evaluations=40).run()
+    assert len(storage.evaluations()) == before
+
+
+# ------------------------------------------------------------------ §3.3 settings
+def _pool(rng, n):
+    return [sample_hparams(rng, (250_000, 1_000_000)) for _ in range(n)]
+
+
+def _children(rng, parent, reference, parent_total, children=150):
+    """Sources of 20 settings for each of many children, as the search draws them (§3.3)."""
+    chosen = []
+    for _ in range(children):
+        chosen += choose_settings(rng, 20, (250_000, 1_000_000), set(), parent_ranked=parent,
+                                  parent_total=parent_total, reference_best=reference)
+    return chosen
+
+
+def test_child_settings_proportions_many_parent_settings():
+    rng = np.random.default_rng(0)
+    parent = _pool(rng, 500)
+    chosen = _children(rng, parent, _pool(rng, 100), parent_total=500)
+    sources = collections.Counter(src for _, src in chosen)
+    assert abs(sources["parent_best"] / len(chosen) - 0.8) < 0.03, sources
+    best100 = {hp.key() for hp in parent[:100]}
+    assert all(hp.key() in best100 for hp, src in chosen if src == "parent_best")
+
+
+def test_child_settings_proportions_few_parent_settings():
+    rng = np.random.default_rng(1)
+    parent, reference = _pool(rng, 300), _pool(rng, 300)
+    chosen = _children(rng, parent, reference, parent_total=300)
+    sources = collections.Counter(src for _, src in chosen)
+    for src in ("random", "reference_best", "parent_tried"):
+        assert abs(sources[src] / len(chosen) - 1 / 3) < 0.03, sources
+    ref100 = {hp.key() for hp in reference[:100]}
+    assert all(hp.key() in ref100 for hp, src in chosen if src == "reference_best")
+
+
+def test_settings_never_repeat_a_tried_one():
+    rng = np.random.default_rng(2)
+    parent = _pool(rng, 50)
+    taken = {hp.key() for hp in parent[:40]}
+    chosen = choose_settings(rng, 30, (250_000, 1_000_000), taken, parent_ranked=parent, parent_total=50)
+    keys = [hp.key() for hp, _ in chosen]
+    assert len(keys) == len(set(keys)) and not set(keys) & taken
+
+
+# ------------------------------------------------------------------ crash and resume
+SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_search import run, tiny_config
+run({url!r}, tiny_config(), {max_evals})
+"""
+
+
+def _driver(url: str, max_evals: int) -> subprocess.Popen:
+    code = SCRIPT.format(tests=os.path.dirname(__file__), url=url, max_evals=max_evals)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_kill_9_at_several_points_loses_and_duplicates_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path}/k.db"
+    for delay in (4.0, 7.0, 5.0):
+        proc = _driver(url, 40)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proc = _driver(url, 40)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    evals = _check_bookkeeping(url)
+    assert len([e for e in evals if e.status in ("done", "failed")]) == 40
+    assert open_storage(url, read_only=True).get_search("t").status == "finished"
+    # the runs that were killed left evaluations behind that were re-run: attempts > 1 somewhere
+    assert any(e.attempts > 1 for e in evals) or len(evals) >= 40
+
+
+def test_leaderboard_reads_while_a_search_writes(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    writer = _driver(url, 30)
+    errors, reads = [], 0
+    deadline = time.monotonic() + 60
+    while writer.poll() is None and time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-m", "archsearch.cli", "leaderboard", "--db", url, "--format", "json"],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            json.loads(out.stdout)
+            reads += 1
+        elif reads:  # before the first read the file or the search may not exist yet
+            errors.append(out.stderr)
+    writer.kill()
+    writer.wait()
+    assert not [e for e in errors if "locked" in e], errors
+    assert reads >= 2 and not errors, errors
