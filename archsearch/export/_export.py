@@ -42,6 +42,9 @@ HIDDEN_SIZE = {hidden}
 STATE_NAMES = {state_names!r}
 STATE_WIDTHS = {state_widths!r}  # 1: a scalar state per example (e.g. an HM-LSTM boundary)
 USES_RAW_INPUT = {raw_x!r}  # reads x_t without a linear map: input_size must equal hidden_size
+X_GROUPS = {x_groups!r}  # (parameter, has bias) of each fused map of x, in column order
+# partner map whose every linear is summed with one of x's: its bias is added to x's projection once, here
+FOLDED = {folded!r}  # partner -> (x parameter, first column, width)
 {helpers}
 
 # ---------------------------------------------------------------- the generated step (one time step)
@@ -55,8 +58,19 @@ class {cls}Layer(nn.Module):
         self.input_size, self.hidden_size = input_size, hidden_size
 {params}
     def input_projections(self, x):
-        """Every linear map of x, for all time steps at once: (T, B, P)."""
-{projections}
+        """Every linear map of x (plus the folded partner biases), for all time steps at once: (T, B, P)."""
+        parts = []
+        for param, has_bias in X_GROUPS:
+            weight = getattr(self, "weight_" + param)
+            bias = getattr(self, "bias_" + param) if has_bias else weight.new_zeros(weight.shape[0])
+            for partner, (target, start, width) in FOLDED.items():
+                if target == param and hasattr(self, "bias_" + partner):
+                    pieces = [bias[:start], bias[start : start + width] + getattr(self, "bias_" + partner)[:width]]
+                    bias = torch.cat(pieces + [bias[start + width :]])
+            parts.append(F.linear(x, weight, bias))
+        if not parts:
+            return x.new_zeros(x.shape[0], x.shape[1], 0)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def forward(self, x, state):
         xp = self.input_projections(x)  # (T, B, P)
@@ -116,27 +130,18 @@ def export_source(cell: Cell, hidden_size: int, num_layers: int = 1, class_name:
         raise CompileError(f"hidden_size must be positive, got {hidden_size}")
     plan = plan_cell(cell, hidden_size)
     cls = class_name or _class_name(cell.name)
-    params, projections = [], []
+    params = []
     for g in plan.groups:
         rows = sum(plan.offsets[m][2] for m in g.members)
         cols = "input_size" if g.source == "x" else "hidden_size"
         params.append(f"        self.weight_{g.param} = nn.Parameter(torch.empty({rows}, {cols}))")
         if g.bias:
             params.append(f"        self.bias_{g.param} = nn.Parameter(torch.empty({rows}))")
-        if g.source == "x":
-            bias = f"self.bias_{g.param}" if g.bias else "None"
-            projections.append(f"F.linear(x, self.weight_{g.param}, {bias})")
     if plan.uses_slope:
         params.append('        self.register_buffer("slope", torch.tensor(1.0))  # hard-sigmoid slope a (annealed in training)')
     params.append("        bound = 1.0 / hidden_size**0.5")
     params.append("        for p in self.parameters():")
     params.append("            nn.init.uniform_(p, -bound, bound)")
-    if not projections:
-        proj = "        return x.new_zeros(x.shape[0], x.shape[1], 0)"
-    elif len(projections) == 1:
-        proj = f"        return {projections[0]}"
-    else:
-        proj = "        return torch.cat([" + ", ".join(projections) + "], dim=-1)"
     single = len(cell.states) == 1
     hx_doc = ("a tensor (num_layers, B, hidden_size), as nn.GRU" if single else
               "a tuple (" + ", ".join(s.name for s in cell.states) + "), each (num_layers, B, width), as nn.LSTM")
@@ -153,7 +158,8 @@ def export_source(cell: Cell, hidden_size: int, num_layers: int = 1, class_name:
         helpers=HELPERS_SOURCE,
         step=plan.source,
         params="\n".join(params) + "\n",
-        projections=proj,
+        x_groups=[(g.param, g.bias) for g in plan.groups if g.source == "x"],
+        folded=dict(getattr(plan, "folded", {})),
         layers=num_layers,
         depth=cell.depth,
     )
