@@ -211,3 +211,60 @@ def test_leaderboard_reads_while_a_search_writes(tmp_path):
     writer.wait()
     assert not [e for e in errors if "locked" in e], errors
     assert reads >= 2 and not errors, errors
+
+
+# ------------------------------------------------------------------ CLI on the searched database
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "archsearch.cli", *args], capture_output=True, text=True)
+
+
+def test_leaderboard_formats(searched):
+    out = _cli("leaderboard", "--db", searched, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows and {"id", "fitness", "scores", "evaluations"} <= set(rows[0])
+    assert {r["name"]: r["fitness"] for r in rows}["gru"] == 1.0
+    csv_out = _cli("leaderboard", "--db", searched, "--format", "csv", "--top", "3")
+    assert csv_out.stdout.splitlines()[0].startswith("rank,id,name,parent,fitness,arithmetic,xml")
+    table = _cli("leaderboard", "--db", searched, "--equations")
+    assert "h_t =" in table.stdout
+
+
+def test_show_and_export_with_weights_from_the_database(searched, tmp_path):
+    storage = open_storage(searched, read_only=True)
+    arch = storage.find_architecture(1, name="gru")
+    shown = _cli("show", str(arch.id), "--db", searched)
+    assert shown.returncode == 0 and "lineage" in shown.stdout and "best setting per task" in shown.stdout
+    out = _cli("export", "gru", "--db", searched, "-o", str(tmp_path / "g.py"), "--weights", str(tmp_path / "g.st"))
+    assert out.returncode == 0, out.stderr
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "g.st"), "pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+    best = max((e for e in storage.evaluations(architecture_id=arch.id, task="arithmetic", status="done")),
+               key=lambda e: e.metric)
+    assert float(meta["valid"]) == pytest.approx(best.valid, abs=1e-6)  # retraining reproduces the search's run
+    assert "layers.0.weight_h" in keys
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["leaderboard", "--db", "sqlite:////nonexistent/dir/x.db"], "error"),
+        (["leaderboard", "--db", "nosuchdialect://x"], "error"),
+        (["show", "99999", "--db", "{db}"], "no architecture '99999'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(searched, args, message):
+    out = _cli(*[a.replace("{db}", searched) for a in args])
+    assert out.returncode == 1
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_not_an_archsearch_file_is_refused_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"just some text, not a database\n")
+    out = _cli("search", "--db", f"sqlite:///{path}", "--max-evaluations", "1", "--no-live")
+    assert out.returncode == 1 and "archsearch: error:" in out.stderr
+    assert path.read_bytes() == b"just some text, not a database\n"
