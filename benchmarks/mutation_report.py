@@ -23,7 +23,7 @@ import torch
 
 import archsearch
 from archsearch.errors import ArchsearchError
-from archsearch.mutate import fingerprint, mutate
+from archsearch.mutation import fingerprint, mutate
 
 # ---------------------------------------------------------------- config
 DEFAULT_COUNT = 10_000

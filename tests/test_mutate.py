@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import archsearch
 from archsearch.errors import ArchsearchError
 from archsearch.ir import BINARY, SOURCES, Cell, Op, StateSpec
-from archsearch.mutate import (
+from archsearch.mutation import (
     FORMS,
     AppliedTransform,
     MutationError,
@@ -25,8 +25,8 @@ from archsearch.mutate import (
     apply_transform,
     mutate,
 )
-from archsearch.mutate import _mutate as mutate_module
-from archsearch.mutate._transforms import current_form
+from archsearch.mutation import _mutate as mutate_module
+from archsearch.mutation._transforms import current_form
 
 SEEDS = archsearch.seeds()
 SMALL = [s for s in SEEDS if len(archsearch.seed(s)) < 60]  # the 3-layer seeds are slow for long chains

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from archsearch.ir import Cell
-from archsearch.mutate import MutationRecord
+from archsearch.mutation import MutationRecord
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

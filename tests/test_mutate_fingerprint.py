@@ -10,7 +10,7 @@ import torch
 
 import archsearch
 from archsearch.ir import Cell, Op
-from archsearch.mutate import TransformContext, apply_transform, fingerprint, fingerprint_weights
+from archsearch.mutation import TransformContext, apply_transform, fingerprint, fingerprint_weights
 
 SEEDS = archsearch.seeds()
 

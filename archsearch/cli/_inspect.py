@@ -60,7 +60,7 @@ def best_settings(storage, arch_id: int) -> dict[str, dict]:
 
 def show_from_db(url: str, search_name: str | None, spec: str, as_json: bool = False) -> Cell:
     from archsearch.cli._search import resolve_search
-    from archsearch.mutate import MutationRecord
+    from archsearch.mutation import MutationRecord
 
     storage = open_storage(url, read_only=True)
     search = resolve_search(storage, search_name)

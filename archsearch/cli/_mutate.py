@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_mutate(args: argparse.Namespace) -> int:
-    from archsearch.mutate import as_generator, mutate
+    from archsearch.mutation import as_generator, mutate
 
     if args.count < 1:
         raise CLIUsageError(f"--count must be at least 1, got {args.count}")

@@ -268,7 +268,7 @@ class SearchDriver:
         return self._mutate_step(arch, rng, step)
 
     def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int) -> bool:
-        from archsearch.mutate import MutationError, fingerprint, mutate
+        from archsearch.mutation import MutationError, fingerprint, mutate
 
         self._counts["proposed"] += 1
         try:
