@@ -5,10 +5,10 @@
 only when it is called).
 """
 
-from archsearch.mutate._fingerprint import fingerprint, fingerprint_weights
-from archsearch.mutate._mutate import MAX_ATTEMPTS, MAX_TRANSFORMS, MutationError, as_generator, mutate
-from archsearch.mutate._record import AppliedTransform, MutationRecord
-from archsearch.mutate._transforms import (
+from archsearch.mutation._fingerprint import fingerprint, fingerprint_weights
+from archsearch.mutation._mutate import MAX_ATTEMPTS, MAX_TRANSFORMS, MutationError, as_generator, mutate
+from archsearch.mutation._record import AppliedTransform, MutationRecord
+from archsearch.mutation._transforms import (
     FORMS,
     TRANSFORM_NAMES,
     Form,

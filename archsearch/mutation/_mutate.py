@@ -9,8 +9,8 @@ import numpy as np
 
 from archsearch.errors import ArchsearchError, InvalidGraphError
 from archsearch.ir import INPUTS, SOURCES, Cell, Op
-from archsearch.mutate._record import AppliedTransform, MutationRecord
-from archsearch.mutate._transforms import Rejected, TransformContext, applicable_kinds, apply_transform
+from archsearch.mutation._record import AppliedTransform, MutationRecord
+from archsearch.mutation._transforms import Rejected, TransformContext, applicable_kinds, apply_transform
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from archsearch.mutate._transforms import TRANSFORM_NAMES
+from archsearch.mutation._transforms import TRANSFORM_NAMES
 
 RECORD_FORMAT = "archsearch.mutation/1"
 

@@ -1,7 +1,7 @@
 """The six transforms of Jozefowicz et al. (2015, §3.2), each anchored at one node.
 
 Every transform edits a :class:`~archsearch.ir.Cell` in place and returns the
-details a :class:`~archsearch.mutate.AppliedTransform` records. Transforms only
+details a :class:`~archsearch.mutation.AppliedTransform` records. Transforms only
 make width-consistent choices (a scalar gate is replaced by a scalar, a linear
 never reads a scalar), so the widths of a child are always legal; what they may
 still break (the input ``x`` cut off, a constant output, a cycle through the
