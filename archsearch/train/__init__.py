@@ -1,6 +1,8 @@
 """Training one cell on one task with one hyper-parameter setting, as in the paper (§3.5-3.7)."""
 
 from archsearch.train._config import (
+    FILTER_OVERRIDES,
+    FILTER_THRESHOLD,
     INIT_SCALES,
     LAYERS,
     LEARNING_RATES,
@@ -11,12 +13,15 @@ from archsearch.train._config import (
     TrainResult,
     sample_hparams,
     scale_config,
+    task_config,
 )
 from archsearch.train._batched import BatchedSequenceModel, group_compatible, train_batched
 from archsearch.train._loop import batchify, evaluate, train, train_model
 from archsearch.train._model import SequenceModel, build_model, cell_param_count, model_param_count, units_for_budget
 
 __all__ = [
+    "FILTER_OVERRIDES",
+    "FILTER_THRESHOLD",
     "INIT_SCALES",
     "BatchedSequenceModel",
     "LAYERS",
@@ -35,6 +40,7 @@ __all__ = [
     "model_param_count",
     "sample_hparams",
     "scale_config",
+    "task_config",
     "train",
     "train_batched",
     "train_model",

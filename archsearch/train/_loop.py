@@ -175,7 +175,10 @@ def train_model(
         if config.target is not None and _better(value, config.target, task.metric) or value == config.target:
             break
         # ------------------------------------------------------------ schedule (paper §3.6)
-        if music:
+        if config.schedule == "filter":  # memorization filter: halve on a plateau, go on until target/max_epochs
+            if bad_epochs >= config.patience:
+                lr, bad_epochs = lr / 2, 0
+        elif music:
             if bad_epochs >= 10:
                 lr, bad_epochs = lr * 0.8, 0
             if lr < 1e-3:
