@@ -257,7 +257,10 @@ class SearchDriver:
         rng = np.random.default_rng([self.config.seed, 7, step])
         top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
         if not top:
-            raise SearchConfigError("the top list is empty: the reference cell has no positive result on every task")
+            raise SearchConfigError(
+                f"the reference cell {self.config.reference!r} has no positive result on every task, so no fitness "
+                "can be computed; give the seeds more initial settings (init_settings_per_task) or a larger scale"
+            )
         arch = top[int(rng.integers(len(top)))][0]
         if rng.random() < self.config.p_reevaluate:
             self._counts["reevaluations"] += 1
@@ -338,7 +341,10 @@ class SearchDriver:
             idle = 0 if self._step() else idle + 1
 
     def _record(self, outcome: EvalOutcome) -> None:
-        ev = self._evals.pop(outcome.evaluation_id)
+        ev = self._evals.pop(outcome.evaluation_id, None)
+        if ev is None:  # an executor handed the same outcome back twice: the first one counts
+            log.warning("ignoring a second outcome for evaluation %d", outcome.evaluation_id)
+            return
         self._submitted.discard(outcome.evaluation_id)
         if outcome.ok:
             self.storage.record_result(ev.id, outcome.result)
