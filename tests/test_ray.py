@@ -149,6 +149,9 @@ def _die_always(job: EvalJob, worker: str) -> EvalOutcome:
 
 @pytest.mark.slow
 def test_worker_death_is_retried_then_reported(no_ray, tmp_path):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     with ray_executor(slots=1, max_retries=1, job_fn=_die_once, ship_data=False) as ex:
         ex.submit(job(1, data_dir=str(tmp_path)))
         (o,) = drain(ex, 1)
@@ -224,8 +227,10 @@ def test_killing_a_worker_node_retries_the_evaluation(no_ray, tmp_path):
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
-        victim = cluster.add_node(num_cpus=1)
+        # Connect first: with every node on 127.0.0.1 the driver would attach to any node's raylet;
+        # this way it sits on the head, as on a real cluster (the tracker actor lives there too).
         ray.init(address=cluster.address)
+        victim = cluster.add_node(num_cpus=1)
         # longer trainings than MICRO, so there is time to kill the node while one runs
         slow = {**MICRO, "max_epochs": 6, "epoch_positions": 6 * P, "corpus_positions": 6 * P}
         config = micro_config(train_overrides=slow, filter_overrides=slow)

@@ -201,8 +201,9 @@ class RayExecutor(Executor):
         try:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+            # Pinned (not soft) to the driver's node: a soft hint may land it on a worker that dies, losing the counts.
             here = ray.get_runtime_context().get_node_id()
-            return _Tracker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+            return _Tracker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
         except Exception as e:  # noqa: BLE001 - progress detail only
             log.warning("no activity tracker (%s); progress shows in-flight evaluations only", e)
             return None
