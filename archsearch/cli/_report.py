@@ -1,0 +1,33 @@
+"""``archsearch report``: one self-contained HTML page showing how a search is going."""
+
+from __future__ import annotations
+
+import argparse
+
+from archsearch.errors import CLIUsageError
+from archsearch.storage import DEFAULT_URL
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write an HTML report of a search (read-only; works while it runs)")
+    p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    p.add_argument("--top", type=int, default=10, help="top cells with a row and a section (default 10)")
+    p.add_argument("--search", help="search name (default: the most recent one)")
+    p.add_argument("--plots", choices=["plotly", "svg"], default="plotly",
+                   help="plotly: interactive, ~5 MB (plotly.js inlined); svg: static, smaller (default plotly)")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from archsearch.report import write_report
+
+    if args.top < 1:
+        raise CLIUsageError("--top must be at least 1")
+    try:
+        path = write_report(args.db, args.output, top=args.top, search_name=args.search, plots=args.plots)
+    except OSError as e:
+        raise CLIUsageError(f"cannot write {args.output}: {e.strerror or e}") from e
+    size = path.stat().st_size / 1e6
+    print(f"report written to {path} ({size:.1f} MB); open it in a browser (works offline)")
+    return 0
