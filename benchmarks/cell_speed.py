@@ -30,7 +30,8 @@ from archsearch.ir import Cell, Op
 
 # ---------------------------------------------------------------- config
 B, T, H = 20, 35, 200
-CELLS = ("lstm", "gru", "gf-lstm", "hm-lstm")
+# torch-lstm / torch-gru compute exactly what nn.LSTM / nn.GRU compute; the paper's lstm has 3 tanh (i, o, c)
+CELLS = ("lstm", "torch-lstm", "gru", "torch-gru", "gf-lstm", "hm-lstm")
 
 
 # ---------------------------------------------------------------- naive interpreter
@@ -142,7 +143,7 @@ def measure(models: dict[str, nn.Module], repeats: int, steps: int, warmup: int)
 
 
 def _reference(name: str) -> str:
-    return "nn.GRU" if name.startswith("gru") else "nn.LSTM"
+    return "nn.GRU" if "gru" in name and not name.startswith("gf") else "nn.LSTM"
 
 
 def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool) -> str:
