@@ -26,7 +26,7 @@ class SearchConfig:
     reference: str = "gru"  # the normaliser: fitness = min over tasks of best / reference's best
     scale: str = "paper"  # training scale preset (see archsearch.train.SCALES)
     train_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for the search tasks
-    filter_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for the filter
+    filter_overrides: dict[str, Any] = field(default_factory=dict)  # on top of archsearch.train.task_config's filter
     settings_per_task: int = 20  # §3.1: settings per task for a candidate (and for a re-evaluation)
     init_settings_per_task: int = 20  # settings per task for each seed at initialisation (the paper: all)
     gate: float = 0.9  # §3.1: go on to the next task only if best > gate * reference best
@@ -100,7 +100,7 @@ PRESETS: dict[str, SearchConfig] = {
         # At this scale (a few hundred SGD steps) the paper's LSTM reaches about 0.3 on memorization;
         # 0.95 would reject every child. The filter still removes cells that learn nothing.
         filter_threshold=0.25,
-        filter_overrides={"max_epochs": 8, "epoch_positions": 20 * 35 * 15, "param_scale": 1.0},
+        filter_overrides={"max_epochs": 6},  # 120 minibatches of the filter's 25K-parameter model
     ),
     # A laptop-sized search: real learning, hours on a workstation.
     "small": SearchConfig(
@@ -109,13 +109,11 @@ PRESETS: dict[str, SearchConfig] = {
         scale="small",
         settings_per_task=10,
         init_settings_per_task=10,
-        filter_overrides={"param_scale": 1.0, "max_epochs": 60, "patience": 100},
     ),
     # The paper's procedure and sizes (needs PTB in --data-dir and a GPU cluster).
     "paper": SearchConfig(
         name="paper",
         scale="paper",
-        filter_overrides={"param_scale": 1.0, "max_epochs": 100, "patience": 100},
     ),
 }
 

@@ -33,7 +33,7 @@ from archsearch.search._config import SearchConfig
 from archsearch.search._settings import choose_settings
 from archsearch.search_spaces import seed as seed_cell
 from archsearch.storage import ArchitectureRecord, EvaluationRecord, LeaderboardStorage
-from archsearch.train import HyperParams, scale_config
+from archsearch.train import HyperParams, task_config
 
 log = logging.getLogger(__name__)
 COMPLETE = "complete"
@@ -67,12 +67,16 @@ def evaluation_seed(structural_hash: str, task: str, hparams_hash: str) -> int:
     return int(hashlib.sha256(f"{structural_hash}|{task}|{hparams_hash}".encode()).hexdigest()[:8], 16) % (2**31)
 
 
-def job_train_config(config: SearchConfig, task: str) -> dict[str, Any]:
-    """TrainConfig fields for ``task``: the scale preset, the search's overrides, the filter's target."""
+def job_train_config(config: SearchConfig, task: str, task_obj=None) -> dict[str, Any]:
+    """TrainConfig fields for ``task``: the scale's config for it (memorization gets the filter's
+    settings, music its schedule), the search's overrides, and the filter's threshold as target."""
+    from archsearch.tasks import get_task
+
+    base = task_config(config.scale, task_obj or get_task(task, config.data_dir))
     overrides = dict(config.train_overrides)
     if task == config.filter_task:
         overrides = {**overrides, **config.filter_overrides, "target": config.filter_threshold}
-    return {**scale_config(config.scale).__dict__, **overrides}
+    return {**base.__dict__, **overrides}
 
 
 class SearchDriver:
@@ -313,7 +317,7 @@ class SearchDriver:
     def _job(self, ev: EvaluationRecord) -> EvalJob:
         arch = self.storage.get_architecture(ev.architecture_id)
         seed = evaluation_seed(arch.structural_hash, ev.task, ev.hparams_hash)
-        return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, job_train_config(self.config, ev.task), seed,
+        return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, job_train_config(self.config, ev.task, self.task(ev.task)), seed,
                        self.config.device, self.config.data_dir)
 
     def _budget_left(self) -> bool:
