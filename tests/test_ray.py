@@ -59,9 +59,9 @@ def no_ray():
 def job(eval_id: int, task: str = "arithmetic", data_dir: str | None = None, **train) -> EvalJob:
     from archsearch.search_spaces import seed
 
-    config = micro_config()
+    config = micro_config()  # the arithmetic training config for every task: ptb needs no files to build it
     hp = {"lr": 0.5, "init_scale": 0.1, "max_grad_norm": 5.0, "layers": 1, "params": 100_000}
-    return EvalJob(eval_id, seed("lstm").to_json(), task, hp, {**job_train_config(config, task), **train}, seed=1,
+    return EvalJob(eval_id, seed("lstm").to_json(), task, hp, {**job_train_config(config, "arithmetic"), **train}, seed=1,
                    data_dir=data_dir)
 
 
