@@ -137,7 +137,7 @@ def run_baselines(args: argparse.Namespace) -> int:
     tasks = [load_task(name, args.data_dir) for name in args.tasks]
     jobs = make_jobs(args, tasks)
     started, runs = time.perf_counter(), []
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+    progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("runs"),
                         TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=Console(stderr=True))
     with progress:
         bar = progress.add_task("baselines", total=len(jobs), last="")

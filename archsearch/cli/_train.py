@@ -144,7 +144,7 @@ class EpochProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+            TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("epochs"),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
             console=Console(stderr=True), transient=False,
         )
