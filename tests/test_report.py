@@ -201,3 +201,29 @@ def test_cli_bad_database_url_is_one_line_and_exit_1(url: str, tmp_path) -> None
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("archsearch: error:"), result.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+# ---------------------------------------------------------------- cell pictures
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_draw_cell_marks_states_in_and_out(name: str, tmp_path) -> None:
+    from archsearch.ir.draw import cell_svg, draw_cell, layout, output_marker
+    from archsearch.search_spaces import seed
+
+    cell = seed(name)
+    draw_cell(cell, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = cell_svg(cell)
+    assert svg.startswith("<svg") and "<metadata>" not in svg
+    for state in cell.states:
+        assert f"{state.name}_(t-1)" in svg and f"{state.name}_t<" in svg
+    columns = layout(cell)
+    last = max(c for c, _ in columns.values())
+    assert columns["x"][0] == 0 and all(columns[s.name][0] == 0 for s in cell.states)
+    assert all(columns[output_marker(k)][0] == last for k in range(len(cell.outputs)))
+
+
+def test_importing_the_report_and_draw_modules_stays_light() -> None:
+    code = ("import sys, archsearch.ir, archsearch.ir.draw, archsearch.report; "
+            "print(sorted(m for m in ('matplotlib', 'torch', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -28,6 +28,7 @@ def run_report(args: argparse.Namespace) -> int:
         path = write_report(args.db, args.output, top=args.top, search_name=args.search, plots=args.plots)
     except OSError as e:
         raise CLIUsageError(f"cannot write {args.output}: {e.strerror or e}") from e
-    size = path.stat().st_size / 1e6
-    print(f"report written to {path} ({size:.1f} MB); open it in a browser (works offline)")
+    size = path.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    print(f"report written to {path} ({shown}); open it in a browser (works offline)")
     return 0
