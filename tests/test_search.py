@@ -179,16 +179,16 @@ def _driver(url: str, max_evals: int) -> subprocess.Popen:
 
 def test_kill_9_at_several_points_loses_and_duplicates_nothing(tmp_path):
     url = f"sqlite:///{tmp_path}/k.db"
-    for delay in (4.0, 7.0, 5.0):
-        proc = _driver(url, 40)
+    for delay in (5.0, 8.0, 6.0):  # imports take ~3 s: these land in initialisation and in mutation steps
+        proc = _driver(url, 30)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    proc = _driver(url, 40)
+    proc = _driver(url, 30)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-2000:]
     evals = _check_bookkeeping(url)
-    assert len([e for e in evals if e.status in ("done", "failed")]) == 40
+    assert len([e for e in evals if e.status in ("done", "failed")]) == 30
     assert open_storage(url, read_only=True).get_search("t").status == "finished"
     # the runs that were killed left evaluations behind that were re-run: attempts > 1 somewhere
     assert any(e.attempts > 1 for e in evals) or len(evals) >= 40

@@ -351,7 +351,7 @@ class SearchDriver:
             return
         self._submitted.discard(outcome.evaluation_id)
         if outcome.ok:
-            self.storage.record_result(ev.id, outcome.result)
+            self.storage.record_result(ev.id, {**outcome.result, "worker": outcome.worker, "attempts": outcome.attempts})
             self._counts["evals_done"] += 1
         else:
             log.warning("evaluation %d (%s) failed on %s: %s", ev.id, ev.task, outcome.worker, outcome.error)
