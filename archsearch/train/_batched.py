@@ -28,7 +28,7 @@ from archsearch.compiler import BatchedCell, BatchedCellStack
 from archsearch.errors import ArchsearchError, HyperParameterError
 from archsearch.ir import Cell, Op
 from archsearch.train._config import HyperParams, TrainConfig, TrainResult
-from archsearch.train._loop import _better, _search_metric, batchify
+from archsearch.train._loop import Schedule, _search_metric, batchify
 from archsearch.train._model import SequenceModel, build_model, units_for_budget
 
 BatchedEpochCallback = Callable[[int, dict], None]
@@ -226,20 +226,25 @@ def _evaluate(model: BatchedSequenceModel, data: _Stacked, metric: str) -> list[
 # ---------------------------------------------------------------- one slice's schedule
 @dataclass
 class _Slice:
-    """Everything ``train_model`` keeps per run, for one slice."""
+    """Everything ``train_model`` keeps per run, for one slice (the schedule is ``train_model``'s own)."""
 
     hp: HyperParams
     seed: int
-    lr: float
-    best: float | None = None
+    schedule: Schedule
     best_weights: dict | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-    bad_epochs: int = 0
-    decay_left: int | None = None
     diverged: bool = False
     done: bool = False
 
-    def end_of_epoch(self, epoch: int, loss: float | None, value: float | None, config: TrainConfig, task):
+    @property
+    def lr(self) -> float:
+        return self.schedule.lr
+
+    @property
+    def best(self) -> float | None:
+        return self.schedule.best
+
+    def end_of_epoch(self, epoch: int, loss: float | None, value: float | None):
         """Record the epoch and run the schedule (paper §3.6, as ``train_model``).
 
         Returns (improved, stop): ``improved`` asks the caller to keep a copy of the weights.
@@ -248,28 +253,7 @@ class _Slice:
             self.diverged = True
             return False, True
         self.history.append({"epoch": epoch + 1, "loss": loss, "valid": value, "lr": self.lr})
-        improved = _better(value, self.best, task.metric)
-        if improved:
-            self.best, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
-        return improved, self._schedule(value, config, task)
-
-    def _schedule(self, value: float, config: TrainConfig, task) -> bool:
-        if config.target is not None and _better(value, config.target, task.metric) or value == config.target:
-            return True
-        if config.schedule == "music":
-            if self.bad_epochs >= 10:
-                self.lr, self.bad_epochs = self.lr * 0.8, 0
-            return self.lr < 1e-3
-        if self.decay_left is not None:
-            self.decay_left -= 1
-            if self.decay_left == 0:
-                return True
-            self.lr /= 2
-        elif self.bad_epochs >= config.patience:
-            self.decay_left, self.lr = config.decay_epochs, self.lr / 2
-        return False
+        return self.schedule.update(value)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -319,7 +303,7 @@ def train_batched(
     units = models[0].cells.hidden_size
     model = BatchedSequenceModel(models).to(device)
     del models
-    slices = [_Slice(hp, seed, hp.lr) for hp, seed in zip(hps, seeds)]
+    slices = [_Slice(hp, seed, Schedule(hp.lr, task.metric, config)) for hp, seed in zip(hps, seeds)]
     eval_len = config.valid_positions if task.synthetic else config.eval_corpus_positions
     valid = _stack_streams([task.stream("valid", s, eval_len) for s in seeds], config.batch_size, device)
     anneal = config.anneal_slope and any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
@@ -350,7 +334,7 @@ def train_batched(
                 values[j] = v
         keep = []
         for j, i in enumerate(active):
-            improved, stop = slices[i].end_of_epoch(epoch, losses[j], values[j], config, task)
+            improved, stop = slices[i].end_of_epoch(epoch, losses[j], values[j])
             if improved:
                 slices[i].best_weights = model.slice_state(survivors.index(j))
             if on_epoch is not None and not slices[i].diverged:

@@ -110,6 +110,55 @@ def _search_metric(value: float, metric: str) -> float:
     return -value if metric == "nll" else value
 
 
+@dataclass
+class Schedule:
+    """The learning-rate schedules of §3.6 as one small state machine (shared with the batched trainer).
+
+    ``search``: after ``patience`` epochs without improvement, halve the lr every epoch for
+    ``decay_epochs`` more epochs, then stop. ``music``: x0.8 after 10 bad epochs (counter reset),
+    stop below 1e-3. ``filter`` (memorization): halve after ``patience`` bad epochs and go on.
+    Any schedule stops once validation reaches ``config.target``.
+    """
+
+    lr: float
+    metric: str
+    config: TrainConfig
+    best: float | None = None
+    bad_epochs: int = 0
+    decay_left: int | None = None
+
+    def update(self, value: float) -> tuple[bool, bool]:
+        """Record one epoch's validation value; return (improved, stop). Updates ``lr`` for the next epoch."""
+        improved = _better(value, self.best, self.metric)
+        if improved:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        target = self.config.target
+        if target is not None and (_better(value, target, self.metric) or value == target):
+            return improved, True
+        return improved, self._next_lr()
+
+    def _next_lr(self) -> bool:
+        config = self.config
+        if config.schedule == "filter":
+            if self.bad_epochs >= config.patience:
+                self.lr, self.bad_epochs = self.lr / 2, 0
+            return False
+        if config.schedule == "music":
+            if self.bad_epochs >= 10:
+                self.lr, self.bad_epochs = self.lr * 0.8, 0
+            return self.lr < 1e-3
+        if self.decay_left is not None:
+            self.decay_left -= 1
+            if self.decay_left == 0:
+                return True
+            self.lr /= 2
+        elif self.bad_epochs >= config.patience:
+            self.decay_left, self.lr = config.decay_epochs, self.lr / 2
+        return False
+
+
 def train_model(
     cell: Cell,
     task,
@@ -146,11 +195,10 @@ def train_model(
     eval_len = config.valid_positions if task.synthetic else config.eval_corpus_positions
     valid = batchify(task.stream("valid", seed, eval_len), config.batch_size, device)
     anneal = config.anneal_slope and any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
-    music = config.schedule == "music"
-    max_epochs = config.music_max_epochs if music else config.max_epochs
+    max_epochs = config.music_max_epochs if config.schedule == "music" else config.max_epochs
 
-    lr, best, best_weights, history = hp.lr, None, None, []
-    bad_epochs, decay_left = 0, None
+    schedule = Schedule(hp.lr, task.metric, config)
+    best_weights, history = None, []
     diverged = False
     # ---------------------------------------------------------------- epochs
     for epoch in range(max_epochs):
@@ -159,47 +207,30 @@ def train_model(
         train_len = config.epoch_positions if task.synthetic else config.corpus_positions
         data_seed = seed * 1_000_003 + epoch if task.synthetic else seed  # fresh examples every epoch
         train_data = batchify(task.stream("train", data_seed, train_len), config.batch_size, device)
-        loss = train_epoch(model, train_data, lr, hp.max_grad_norm, config.unroll)
+        loss = train_epoch(model, train_data, schedule.lr, hp.max_grad_norm, config.unroll)
         value = None if loss is None else evaluate(model, valid, task.metric)
         if loss is None or not math.isfinite(value):
             diverged = True
             break
-        history.append({"epoch": epoch + 1, "loss": loss, "valid": value, "lr": lr})
+        history.append({"epoch": epoch + 1, "loss": loss, "valid": value, "lr": schedule.lr})
         if on_epoch is not None:
             on_epoch({**history[-1], "seconds": time.perf_counter() - started})
-        if _better(value, best, task.metric):
-            best, bad_epochs = value, 0
+        improved, stop = schedule.update(value)  # (paper §3.6)
+        if improved:
             best_weights = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        if config.target is not None and _better(value, config.target, task.metric) or value == config.target:
+        if stop:
             break
-        # ------------------------------------------------------------ schedule (paper §3.6)
-        if config.schedule == "filter":  # memorization filter: halve on a plateau, go on until target/max_epochs
-            if bad_epochs >= config.patience:
-                lr, bad_epochs = lr / 2, 0
-        elif music:
-            if bad_epochs >= 10:
-                lr, bad_epochs = lr * 0.8, 0
-            if lr < 1e-3:
-                break
-        elif decay_left is not None:
-            decay_left -= 1
-            if decay_left == 0:
-                break
-            lr /= 2
-        elif bad_epochs >= config.patience:
-            decay_left, lr = config.decay_epochs, lr / 2
 
     # ---------------------------------------------------------------- result
     seconds = time.perf_counter() - started
     common = dict(task=task.name, epochs=len(history), seconds=seconds, params=n_params, units=units,
-                  metric_name=task.metric, final_lr=lr, history=history)
+                  metric_name=task.metric, final_lr=schedule.lr, history=history)
     if diverged or best_weights is None:
         return TrainResult(metric=0.0, valid=float("nan"), test=float("nan"), diverged=True, **common), model
     model.load_state_dict(best_weights)
     test = batchify(task.stream("test", seed, eval_len), config.batch_size, device)
     test_value = evaluate(model, test, task.metric)
+    best = schedule.best
     perplexity = 1.0 / best if task.metric == "exp_neg_nll" else None
     result = TrainResult(metric=_search_metric(best, task.metric), valid=best, test=test_value,
                          perplexity=perplexity, **common)
