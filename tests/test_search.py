@@ -268,3 +268,22 @@ def test_not_an_archsearch_file_is_refused_untouched(tmp_path):
     out = _cli("search", "--db", f"sqlite:///{path}", "--max-evaluations", "1", "--no-live")
     assert out.returncode == 1 and "archsearch: error:" in out.stderr
     assert path.read_bytes() == b"just some text, not a database\n"
+
+
+def test_batched_settings_give_the_same_results_as_one_by_one(tmp_path):
+    """With batch_settings=3 the driver trains compatible queued settings as one model: same numbers."""
+    one, batched = f"sqlite:///{tmp_path}/one.db", f"sqlite:///{tmp_path}/batched.db"
+    run(one, tiny_config(p_reevaluate=0.0, init_settings_per_task=3), 12)
+    run(batched, tiny_config(p_reevaluate=0.0, init_settings_per_task=3, batch_settings=3), 12)
+
+    def results(url):
+        storage = open_storage(url, read_only=True)
+        names = {a.id: a.name for a in storage.list_architectures(1)}
+        return {(names[e.architecture_id], e.task, e.hparams_hash): e for e in storage.evaluations(status="done")}
+
+    a, b = results(one), results(batched)
+    common = set(a) & set(b)
+    assert len(common) >= 10
+    assert any(b[k].result.get("batched", 1) > 1 for k in common), "no group was trained batched"
+    for k in common:
+        assert b[k].metric == pytest.approx(a[k].metric, abs=1e-4), k

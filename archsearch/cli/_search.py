@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-eval", type=float, default=0.0, help="GPUs per evaluation on Ray (fractions share a GPU)")
     p.add_argument("--cpus-per-eval", type=float, default=1.0, help="CPUs per evaluation on Ray")
     p.add_argument("--max-retries", type=int, default=3, help="Ray retries of an evaluation whose worker died")
+    p.add_argument("--batch-settings", type=int, metavar="K",
+                   help="train up to K queued settings of one cell and task as one batched model (in-process; default 1)")
     p.add_argument("--report", metavar="FILE", help="write the HTML report to FILE at the end")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
     p.set_defaults(func=run_search)
@@ -52,7 +54,7 @@ def _config(args: argparse.Namespace):
     base = preset(args.preset)
     return base.with_overrides(
         name=args.name, tasks=tuple(args.tasks) if args.tasks else None, seed=args.seed,
-        device=args.device, data_dir=args.data_dir,
+        device=args.device, data_dir=args.data_dir, batch_settings=args.batch_settings,
     )
 
 

@@ -2,14 +2,24 @@
 
 from typing import TYPE_CHECKING, Any
 
-from archsearch.executors._base import EvalJob, EvalOutcome, Executor
+from archsearch.executors._base import EvalJob, EvalOutcome, Executor, GroupJob
 from archsearch.executors._inprocess import InProcessExecutor
-from archsearch.executors._work import run_job, run_job_safely
+from archsearch.executors._work import run_group_safely, run_job, run_job_safely
 
 if TYPE_CHECKING:
     from archsearch.executors._ray import RayExecutor
 
-__all__ = ["EvalJob", "EvalOutcome", "Executor", "InProcessExecutor", "RayExecutor", "run_job", "run_job_safely"]
+__all__ = [
+    "EvalJob",
+    "EvalOutcome",
+    "Executor",
+    "GroupJob",
+    "InProcessExecutor",
+    "RayExecutor",
+    "run_group_safely",
+    "run_job",
+    "run_job_safely",
+]
 
 
 def __getattr__(name: str) -> Any:

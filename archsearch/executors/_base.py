@@ -29,6 +29,20 @@ class EvalJob:
 
 
 @dataclass(frozen=True)
+class GroupJob:
+    """Settings of one (architecture, task) that share layers and units, trained as one batched model.
+
+    Each result equals what its :class:`EvalJob` gives alone (``archsearch.train.train_batched``).
+    """
+
+    jobs: tuple[EvalJob, ...]
+
+    @property
+    def evaluation_ids(self) -> list[int]:
+        return [j.evaluation_id for j in self.jobs]
+
+
+@dataclass(frozen=True)
 class EvalOutcome:
     """What came back: a result dict (the trainer's record) or an error message."""
 
@@ -52,9 +66,11 @@ class Executor(abc.ABC):
     def slots(self) -> int:
         """How many jobs it can run at once (the driver keeps this many in flight)."""
 
+    supports_groups: bool = False  # True: submit() also takes a GroupJob and trains it as one batched model
+
     @abc.abstractmethod
-    def submit(self, job: EvalJob) -> None:
-        """Start ``job``; returns at once."""
+    def submit(self, job: EvalJob | GroupJob) -> None:
+        """Start ``job`` (a :class:`GroupJob` only where ``supports_groups``); returns at once."""
 
     @abc.abstractmethod
     def poll(self, timeout: float) -> list[EvalOutcome]:
@@ -62,7 +78,7 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def in_flight(self) -> int:
-        """Jobs submitted whose outcome has not been returned by :meth:`poll`."""
+        """Submissions (jobs or groups: each takes a slot) whose outcomes :meth:`poll` has not returned."""
 
     def activity(self) -> dict[str, Any]:
         """Per-worker activity for progress displays (optional)."""

@@ -6,20 +6,22 @@ import concurrent.futures as cf
 import os
 import threading
 
-from archsearch.executors._base import EvalJob, EvalOutcome, Executor
-from archsearch.executors._work import run_job_safely, worker_name
+from archsearch.executors._base import EvalJob, EvalOutcome, Executor, GroupJob
+from archsearch.executors._work import run_group_safely, run_job_safely, worker_name
 
 
 class InProcessExecutor(Executor):
     """``workers`` threads in this process; torch's intra-op threads are divided among them."""
+
+    supports_groups = True
 
     def __init__(self, workers: int = 1, torch_threads: int | None = None):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._workers = workers
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archsearch-eval")
-        self._futures: dict[cf.Future, int] = {}
-        self._running: dict[str, int] = {}
+        self._futures: dict[cf.Future, list[int]] = {}
+        self._running: dict[str, object] = {}
         self._lock = threading.Lock()
         threads = torch_threads or max(1, (os.cpu_count() or 1) // workers)
         import torch
@@ -30,18 +32,20 @@ class InProcessExecutor(Executor):
     def slots(self) -> int:
         return self._workers
 
-    def _run(self, job: EvalJob) -> EvalOutcome:
+    def _run(self, job: EvalJob | GroupJob) -> list[EvalOutcome]:
         name = f"{worker_name()}/{threading.current_thread().name}"
+        ids = job.evaluation_ids if isinstance(job, GroupJob) else [job.evaluation_id]
         with self._lock:
-            self._running[name] = job.evaluation_id
+            self._running[name] = ids[0] if len(ids) == 1 else ids
         try:
-            return run_job_safely(job, name)
+            return run_group_safely(job, name) if isinstance(job, GroupJob) else [run_job_safely(job, name)]
         finally:
             with self._lock:
                 self._running.pop(name, None)
 
-    def submit(self, job: EvalJob) -> None:
-        self._futures[self._pool.submit(self._run, job)] = job.evaluation_id
+    def submit(self, job: EvalJob | GroupJob) -> None:
+        ids = job.evaluation_ids if isinstance(job, GroupJob) else [job.evaluation_id]
+        self._futures[self._pool.submit(self._run, job)] = ids
 
     def poll(self, timeout: float) -> list[EvalOutcome]:
         if not self._futures:
@@ -49,9 +53,9 @@ class InProcessExecutor(Executor):
         done, _ = cf.wait(list(self._futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
         outcomes = []
         for fut in done:
-            eval_id = self._futures.pop(fut)
+            ids = self._futures.pop(fut)
             exc = fut.exception()
-            outcomes.append(fut.result() if exc is None else EvalOutcome(eval_id, error=repr(exc)))
+            outcomes += fut.result() if exc is None else [EvalOutcome(i, error=repr(exc)) for i in ids]
         return outcomes
 
     def in_flight(self) -> int:

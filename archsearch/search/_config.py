@@ -38,6 +38,7 @@ class SearchConfig:
     # run-time only (may change between runs of the same search)
     data_dir: str | None = None
     device: str = "cpu"
+    batch_settings: int = 1  # train up to this many queued settings of one cell and task as one batched model
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -51,6 +52,7 @@ class SearchConfig:
             (self.settings_per_task >= 1, "settings_per_task must be at least 1"),
             (self.init_settings_per_task >= 1, "init_settings_per_task must be at least 1"),
             (self.top_size >= 1, "top_size must be at least 1"),
+            (self.batch_settings >= 1, "batch_settings must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from archsearch.errors import ArchsearchError, SearchConfigError
-from archsearch.executors import EvalJob, EvalOutcome, Executor
+from archsearch.executors import EvalJob, EvalOutcome, Executor, GroupJob
 from archsearch.ir import Cell
 from archsearch.search._config import SearchConfig
 from archsearch.search._settings import choose_settings
@@ -320,11 +320,27 @@ class SearchDriver:
         return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, job_train_config(self.config, ev.task, self.task(ev.task)), seed,
                        self.config.device, self.config.data_dir)
 
-    def _budget_left(self) -> bool:
+    def _budget_left(self, extra: int = 0) -> bool:
         if self.max_evaluations is None:
             return True
-        started = self._counts["evals_done"] + self._counts["evals_failed"] + self.executor.in_flight()
+        started = self._counts["evals_done"] + self._counts["evals_failed"] + len(self._submitted) + extra
         return started < self.max_evaluations
+
+    def _batch_with(self, first: EvaluationRecord) -> list[EvaluationRecord]:
+        """``first`` plus queued settings that can train with it as one batched model (same cell, task,
+        layers and budget, hence the same units), up to ``batch_settings`` and the evaluation budget."""
+        group = [first]
+        if self.config.batch_settings <= 1 or not self.executor.supports_groups:
+            return group
+        key = (first.architecture_id, first.task, first.hparams["layers"], first.hparams["params"])
+        for eval_id in list(self._queue):
+            if len(group) >= self.config.batch_settings or not self._budget_left(len(group)):
+                break
+            ev = self._evals[eval_id]
+            if (ev.architecture_id, ev.task, ev.hparams["layers"], ev.hparams["params"]) == key:
+                self._queue.remove(eval_id)
+                group.append(ev)
+        return group
 
     def _out_of_time(self) -> bool:
         return self.time_limit is not None and time.monotonic() - self._started >= self.time_limit
@@ -333,12 +349,13 @@ class SearchDriver:
         idle = 0
         while self.executor.in_flight() < self.executor.slots and self._budget_left() and not self._out_of_time():
             if self._queue:
-                eval_id = self._queue.popleft()
-                ev = self._evals[eval_id]
-                self.storage.mark_running(eval_id, "driver")
-                self.executor.submit(self._job(ev))
-                self._submitted.add(eval_id)
-                self._counts["evals_queued"] -= 1
+                group = self._batch_with(self._evals[self._queue.popleft()])
+                for ev in group:
+                    self.storage.mark_running(ev.id, "driver")
+                    self._submitted.add(ev.id)
+                    self._counts["evals_queued"] -= 1
+                jobs = tuple(self._job(ev) for ev in group)
+                self.executor.submit(jobs[0] if len(jobs) == 1 else GroupJob(jobs))
                 continue
             if not self._seeds_ready() or idle >= _MAX_IDLE_STEPS:
                 return
