@@ -84,6 +84,10 @@ def run_search(args: argparse.Namespace) -> int:
     max_evals, time_limit = QUICK_LIMITS.get(args.preset, (None, None))
     max_evals = args.max_evaluations if args.max_evaluations is not None else max_evals
     time_limit = args.time_limit if args.time_limit is not None else time_limit
+    from archsearch.tasks import get_task
+
+    for task in (config.filter_task, *config.tasks):
+        get_task(task, config.data_dir)  # unknown task or missing data: one error line, no database created
     storage = open_storage(args.db)
     view = _LiveView(config, enabled=not args.no_live and sys.stderr.isatty())
     with _executor(args) as executor, view:

@@ -400,6 +400,8 @@ class SearchDriver:
 
     def run(self) -> Progress:
         """Run until ``max_evaluations`` or ``time_limit``; returns the final progress snapshot."""
+        for name in (self.config.filter_task, *self.config.tasks):
+            self.task(name)  # unknown task or missing data: fail before the database is touched
         self._open()
         self._repair()
         last_report = 0.0
