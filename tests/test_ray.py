@@ -1,8 +1,9 @@
 """The Ray executor against a real Ray (no mocks): local Ray, multi-node local clusters, driver kills.
 
 Every test keeps Ray small (1-2 CPUs) and shuts it down afterwards. The non-slow tests
-(import checks, slot arithmetic, one local-Ray smoke test of about a minute on a loaded
-2-core machine) run in CI; the searches, node kills and driver kills are ``slow``.
+(import checks, slot arithmetic, a local-Ray smoke test, batched groups as one Ray task: a
+search against the in-process executor and a group whose worker dies; each well under a
+minute on a loaded 2-core machine) run in CI; the searches, node kills and driver kills are ``slow``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from archsearch.executors import EvalJob, EvalOutcome, InProcessExecutor  # noqa: E402
+from archsearch.executors import EvalJob, EvalOutcome, GroupJob, InProcessExecutor  # noqa: E402
 from archsearch.search import SearchConfig, SearchDriver, job_train_config, preset  # noqa: E402
 from archsearch.storage import RESULT_KEYS, open_storage  # noqa: E402
 
@@ -131,6 +132,70 @@ def test_ray_smoke_errors_and_data_shipping(no_ray, tmp_path):
         assert activity["workers"] == 1 and activity["retries"] == 0 and activity["nodes"]
         assert all(o.meta["node_id"] for o in (first[1], fourth))
     assert not ray.is_initialized()  # it started this Ray, so it stopped it
+
+
+# ====================================================================== fast: groups
+def _done_metrics(db: Path) -> dict[tuple, tuple[float, int]]:
+    """(architecture, task, hparams) -> (metric, batched) of every finished evaluation."""
+    storage = open_storage(f"sqlite:///{db}", read_only=True)
+    names = {a.id: a.name for a in storage.list_architectures(1)}
+    return {(names[e.architecture_id], e.task, e.hparams_hash): (e.metric, e.result.get("batched", 1))
+            for e in storage.evaluations(status="done")}
+
+
+def test_batched_search_on_ray_matches_in_process(no_ray, tmp_path):
+    """batch_settings=3: groups go to Ray as one task each and give the in-process executor's numbers."""
+    config = micro_config(tasks=("arithmetic", "xml"), p_reevaluate=0.0, init_settings_per_task=3, batch_settings=3)
+    runs = {}
+    for kind in ("inprocess", "ray"):
+        db = tmp_path / f"{kind}.db"
+        executor = InProcessExecutor(1, torch_threads=1) if kind == "inprocess" else ray_executor(slots=1)
+        assert executor.supports_groups
+        with executor:
+            final = SearchDriver(open_storage(f"sqlite:///{db}"), config, executor, max_evaluations=12).run()
+        assert final.done == 12 and final.failed == 0
+        runs[kind] = _done_metrics(db)
+    a, b = runs["inprocess"], runs["ray"]
+    assert set(a) == set(b) and len(b) == 12
+    assert any(batched > 1 for _, batched in b.values()), "no group was trained batched on Ray"
+    for k, (metric, batched) in b.items():
+        assert batched == a[k][1], k  # the same groups
+        assert metric == pytest.approx(a[k][0], rel=1e-5, abs=1e-7), k
+
+
+def _die_once_per_task(job: EvalJob, worker: str) -> EvalOutcome:
+    """Kill the worker at the first job of the first attempt (a marker file remembers), succeed afterwards."""
+    marker = Path(job.data_dir) / "died"
+    if not marker.exists():
+        marker.write_text(worker)
+        os._exit(1)
+    return EvalOutcome(job.evaluation_id, result={"metric": float(job.evaluation_id)}, worker=worker)
+
+
+def test_group_worker_death_is_retried_then_every_evaluation_reported(no_ray, tmp_path):
+    """A group is one task: a dead worker re-runs it whole; with no retries left, each evaluation fails."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    ray.init(num_cpus=1, include_dashboard=False)  # one Ray for both executors: they leave it running
+    group = GroupJob(tuple(job(i, data_dir=str(tmp_path)) for i in (11, 12, 13)))
+    with ray_executor(slots=1, max_retries=1, job_fn=_die_once_per_task, ship_data=False) as ex:
+        ex.submit(group)
+        assert ex.in_flight() == 1  # one slot for the whole group
+        outcomes = drain(ex, 3)
+        assert [o.evaluation_id for o in outcomes] == [11, 12, 13]
+        assert all(o.ok and o.attempts == 2 for o in outcomes)
+        assert [o.result["metric"] for o in outcomes] == [11.0, 12.0, 13.0]
+        assert ex.in_flight() == 0 and ex.activity()["retries"] == 3
+    with ray_executor(slots=1, max_retries=0, job_fn=_die_always) as ex:
+        ex.submit(GroupJob(tuple(job(i) for i in (21, 22, 23))))
+        outcomes = drain(ex, 3)
+        assert sorted(o.evaluation_id for o in outcomes) == [21, 22, 23]
+        for o in outcomes:
+            assert not o.ok and o.attempts == 1 and o.meta["lost"]
+            assert "WorkerCrashedError" in o.error or "died" in o.error.lower()
+        assert ex.activity()["lost"] == 3
+    assert ray.is_initialized()
 
 
 # ====================================================================== slow: retries, searches

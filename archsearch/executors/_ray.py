@@ -1,14 +1,17 @@
 """Run evaluations as Ray tasks, on a local Ray or on a cluster (``archsearch search --ray``).
 
-One evaluation is one Ray task (``num_cpus``/``num_gpus`` per task; a fractional
-``num_gpus`` lets several small models share a GPU). The driver keeps ``slots``
+One submission is one Ray task (``num_cpus``/``num_gpus`` per task; a fractional
+``num_gpus`` lets several small models share a GPU): an :class:`EvalJob`, or a
+:class:`GroupJob` whose settings train as one batched model in that task (a group
+of K takes one slot and one task's resources, not K). The driver keeps ``slots``
 tasks in flight and collects them with ``ray.wait``; only the driver writes the
-database, workers just return :class:`EvalOutcome` records.
+database, workers just return lists of :class:`EvalOutcome` records.
 
 Fault tolerance: a task whose worker process or node dies is re-run by Ray up to
-``max_retries`` times; when the retries are used up, :meth:`RayExecutor.poll`
-returns a failed outcome carrying Ray's error, so no evaluation is ever lost.
-Errors inside training never reach Ray: :func:`run_job_safely` turns them into
+``max_retries`` times (a group re-runs whole); when the retries are used up,
+:meth:`RayExecutor.poll` returns a failed outcome carrying Ray's error for every
+evaluation of the task, so no evaluation is ever lost. Errors inside training
+never reach Ray: :func:`run_job_safely` and :func:`run_group_safely` turn them into
 failed outcomes on the worker (they are not retried; the same job would fail again).
 
 Data: workers load tasks by name and ``data_dir``, a path that should exist on
@@ -40,8 +43,8 @@ from typing import Any, Callable
 
 import ray
 
-from archsearch.executors._base import EvalJob, EvalOutcome, Executor
-from archsearch.executors._work import run_job_safely
+from archsearch.executors._base import EvalJob, EvalOutcome, Executor, GroupJob
+from archsearch.executors._work import run_group_safely, run_job_safely
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,11 @@ _SLOTS_REFRESH = 10.0  # seconds between re-reads of the cluster size when slots
 _ERROR_CHARS = 2000
 
 JobFn = Callable[[EvalJob, str], EvalOutcome]
+Work = EvalJob | GroupJob
+
+
+def _jobs(work: Work) -> tuple[EvalJob, ...]:
+    return work.jobs if isinstance(work, GroupJob) else (work,)
 
 
 # ====================================================================== worker side
@@ -62,11 +70,13 @@ class _Tracker:
         self.running: dict[int, dict[str, Any]] = {}  # evaluation id -> where it runs now
         self.starts: Counter[int] = Counter()
 
-    def started(self, eval_id: int, node_ip: str, node_id: str, worker: str) -> int:
-        self.starts[eval_id] += 1
-        self.running[eval_id] = {"node": node_ip, "node_id": node_id, "worker": worker, "since": time.time(),
-                                 "attempt": self.starts[eval_id]}
-        return self.starts[eval_id]
+    def started(self, eval_ids: list[int], node_ip: str, node_id: str, worker: str) -> int:
+        """Note that one task (a job or a group) started ``eval_ids``; returns its attempt number."""
+        for i in eval_ids:
+            self.starts[i] += 1
+            self.running[i] = {"node": node_ip, "node_id": node_id, "worker": worker, "since": time.time(),
+                               "attempt": self.starts[i]}
+        return max(self.starts[i] for i in eval_ids)
 
     def finished(self, eval_ids: list[int]) -> dict[int, int]:
         """Forget ``eval_ids``; returns how many times each was started."""
@@ -101,55 +111,91 @@ def _node_data_dir(data_dir: str, shipped: tuple[str, tuple[str, ...], Any]) -> 
     return str(target)
 
 
-def _evaluate(job: EvalJob, tracker: Any, shipped: tuple | None, torch_threads: int, job_fn: JobFn | None) -> EvalOutcome:
-    """The Ray task: announce the start, train (errors become failed outcomes), return the outcome."""
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    """Where a task runs, and which attempt of it this is."""
+
+    node_ip: str
+    node_id: str
+    worker: str  # "ip:pid"
+    attempt: int
+
+
+def _preamble(jobs: tuple[EvalJob, ...], tracker: Any, shipped: tuple | None, torch_threads: int | None
+              ) -> tuple[_Where, tuple[EvalJob, ...]]:
+    """Start of every task: announce its evaluations to the tracker; unless ``torch_threads`` is
+    ``None`` (an injected ``job_fn``), also set torch's threads and point the jobs at node-local data."""
     node_ip = ray.util.get_node_ip_address()
     node_id = ray.get_runtime_context().get_node_id()
     worker = f"{node_ip}:{os.getpid()}"
     attempt = 1
     if tracker is not None:
         try:
-            attempt = ray.get(tracker.started.remote(job.evaluation_id, node_ip, node_id, worker),
+            attempt = ray.get(tracker.started.remote([j.evaluation_id for j in jobs], node_ip, node_id, worker),
                               timeout=_TRACKER_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - the tracker only feeds the progress view
             log.debug("tracker unavailable: %s", e)
-    if job_fn is None:
+    if torch_threads is not None:
         import torch
 
         torch.set_num_threads(torch_threads)
-        if shipped is not None and job.data_dir is not None:
-            try:
-                job = dataclasses.replace(job, data_dir=_node_data_dir(job.data_dir, shipped))
-            except Exception as e:  # noqa: BLE001 - fall back to the path; the task reports what is missing
-                log.warning("could not materialise shipped data for %s: %s", job.data_dir, e)
-        outcome = run_job_safely(job, worker)
+        jobs = tuple(_with_node_data(j, shipped) for j in jobs)
+    return _Where(node_ip, node_id, worker, attempt), jobs
+
+
+def _with_node_data(job: EvalJob, shipped: tuple | None) -> EvalJob:
+    """``job`` reading the node-local copy of its shipped data when this node lacks ``data_dir``."""
+    if shipped is None or job.data_dir is None:
+        return job
+    try:
+        return dataclasses.replace(job, data_dir=_node_data_dir(job.data_dir, shipped))
+    except Exception as e:  # noqa: BLE001 - fall back to the path; the task reports what is missing
+        log.warning("could not materialise shipped data for %s: %s", job.data_dir, e)
+        return job
+
+
+def _evaluate(work: Work, tracker: Any, shipped: tuple | None, torch_threads: int,
+              job_fn: JobFn | None) -> list[EvalOutcome]:
+    """The Ray task: announce the start, train (errors become failed outcomes), return one outcome
+    per evaluation. A group trains batched with :func:`run_group_safely`; with ``job_fn``, each of
+    its jobs goes through ``job_fn`` in turn instead (no batching, no threads or data set up)."""
+    where, jobs = _preamble(_jobs(work), tracker, shipped, None if job_fn is not None else torch_threads)
+    if job_fn is not None:
+        outcomes = [job_fn(j, where.worker) for j in jobs]
+    elif isinstance(work, GroupJob):
+        outcomes = run_group_safely(GroupJob(jobs), where.worker)
     else:
-        outcome = job_fn(job, worker)
-    meta = {**outcome.meta, "node": node_ip, "node_id": node_id}
-    return dataclasses.replace(outcome, worker=worker, attempts=attempt, meta=meta)
+        outcomes = [run_job_safely(jobs[0], where.worker)]
+    return [dataclasses.replace(o, worker=where.worker, attempts=where.attempt,
+                                meta={**o.meta, "node": where.node_ip, "node_id": where.node_id})
+            for o in outcomes]
 
 
 # ====================================================================== driver side
 class RayExecutor(Executor):
-    """Evaluations as Ray tasks; ``slots`` of them in flight.
+    """Evaluations as Ray tasks; ``slots`` of them in flight. A :class:`GroupJob` is one task
+    (one slot, one task's ``num_cpus``/``num_gpus``) that trains its settings as one batched model.
 
     Args:
         address: ``None`` starts a local Ray (stopped again by :meth:`shutdown`); ``"auto"`` or
             ``"ray://host:10001"`` joins a running cluster (left running). If Ray is already
             initialised in this process, that connection is used and left alone.
-        slots: evaluations in flight; ``None`` follows the cluster: the CPUs (and GPUs) it has
-            divided by the per-evaluation resources, re-read every few seconds as nodes come and go.
-        num_cpus: CPUs per evaluation (also torch's thread count in the worker, at least 1).
-        num_gpus: GPUs per evaluation; fractions such as 0.25 put several evaluations on one GPU.
-        max_retries: times Ray re-runs an evaluation whose worker process or node died.
+        slots: tasks (jobs or groups) in flight; ``None`` follows the cluster: the CPUs (and GPUs)
+            it has divided by the per-task resources, re-read every few seconds as nodes come and go.
+        num_cpus: CPUs per task (also torch's thread count in the worker, at least 1).
+        num_gpus: GPUs per task; fractions such as 0.25 put several tasks on one GPU.
+        max_retries: times Ray re-runs a task whose worker process or node died.
         init_kwargs: extra ``ray.init`` arguments (e.g. ``num_cpus`` for a local Ray).
         ship_data: ship ``data_dir``'s files once with ``ray.put`` for nodes that lack the path.
         ship_limit: largest data folder (bytes) that is shipped.
-        job_fn: run this ``(job, worker) -> EvalOutcome`` instead of training (tests, benchmarks).
+        job_fn: run this ``(job, worker) -> EvalOutcome`` instead of training (tests, benchmarks);
+            a group calls it for each of its jobs in turn, in one task.
 
     Raises:
         ValueError: invalid resources or slots.
     """
+
+    supports_groups = True
 
     def __init__(
         self,
@@ -189,12 +235,11 @@ class RayExecutor(Executor):
             name="archsearch-eval", num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
             retry_exceptions=False,  # only worker/node death is retried; training errors are outcomes
         )
-        self._refs: dict[Any, EvalJob] = {}  # ObjectRef -> job
-        self._submitted_at: dict[int, float] = {}
+        self._refs: dict[Any, list[int]] = {}  # ObjectRef -> evaluation ids of its job or group
         self._retries = 0  # extra attempts of finished evaluations (worker or node deaths)
         self._lost = 0  # evaluations whose retries ran out
         self._tracker = self._start_tracker()
-        log.info("Ray executor: %s, %s CPU / %s GPU per evaluation, %d slots, max_retries %d",
+        log.info("Ray executor: %s, %s CPU / %s GPU per task, %d slots, max_retries %d",
                  "local Ray" if address is None else address, num_cpus, num_gpus, self.slots, max_retries)
 
     def _start_tracker(self):
@@ -221,7 +266,7 @@ class RayExecutor(Executor):
 
     @staticmethod
     def cluster_slots(resources: dict[str, float], num_cpus: float, num_gpus: float) -> int:
-        """Evaluations that fit at once in ``resources`` (at least 1, so a scaling-up cluster gets demand)."""
+        """Tasks that fit at once in ``resources`` (at least 1, so a scaling-up cluster gets demand)."""
         fits = []
         if num_cpus > 0:
             fits.append(int(resources.get("CPU", 0) / num_cpus + 1e-9))
@@ -252,11 +297,12 @@ class RayExecutor(Executor):
         return self._shipped[data_dir]
 
     # ------------------------------------------------------------------ executor interface
-    def submit(self, job: EvalJob) -> None:
+    def submit(self, job: EvalJob | GroupJob) -> None:
+        """Start ``job`` (one evaluation, or a group trained batched) as one Ray task."""
+        jobs = _jobs(job)
         threads = max(1, int(round(self.num_cpus)))
-        ref = self._remote.remote(job, self._tracker, self._shipment(job.data_dir), threads, self._job_fn)
-        self._refs[ref] = job
-        self._submitted_at[job.evaluation_id] = time.time()
+        ref = self._remote.remote(job, self._tracker, self._shipment(jobs[0].data_dir), threads, self._job_fn)
+        self._refs[ref] = [j.evaluation_id for j in jobs]
 
     def poll(self, timeout: float) -> list[EvalOutcome]:
         if not self._refs:
@@ -266,28 +312,37 @@ class RayExecutor(Executor):
         if not ready:
             return []
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        jobs = [self._refs.pop(ref) for ref in ready]
-        starts = self._finished([j.evaluation_id for j in jobs])
+        ids = {ref: self._refs.pop(ref) for ref in ready}
+        starts = self._finished([i for ref in ready for i in ids[ref]])
         outcomes = []
-        for ref, job in zip(ready, jobs):
-            self._submitted_at.pop(job.evaluation_id, None)
+        for ref in ready:
             try:
-                outcome = ray.get(ref)
+                got = ray.get(ref)
             except ray.exceptions.RayError as e:  # worker/node died more than max_retries times, or cancelled
-                attempts = max(starts.get(job.evaluation_id, 0), 1)
-                self._lost += 1
-                self._retries += attempts - 1
-                text = f"{type(e).__name__} after {attempts} attempt(s) (max_retries={self.max_retries}): {e}"
-                log.warning("evaluation %d lost on Ray: %s", job.evaluation_id, text.splitlines()[0])
-                outcomes.append(EvalOutcome(job.evaluation_id, error=text[:_ERROR_CHARS], worker="ray",
-                                            attempts=attempts, meta={"lost": True}))
+                outcomes += self._lost_outcomes(ids[ref], starts, e)
                 continue
-            if outcome.attempts > 1:
-                self._retries += outcome.attempts - 1
-                log.info("evaluation %d finished on attempt %d (%s)", job.evaluation_id, outcome.attempts,
-                         outcome.worker)
-            outcomes.append(outcome)
+            outcomes += self._completed(ids[ref], got)
         return outcomes
+
+    def _lost_outcomes(self, eval_ids: list[int], starts: dict[int, int], error: Exception) -> list[EvalOutcome]:
+        """One failed outcome per evaluation of a task whose retries ran out."""
+        attempts = max([starts.get(i, 0) for i in eval_ids] + [1])
+        self._lost += len(eval_ids)
+        self._retries += (attempts - 1) * len(eval_ids)
+        text = f"{type(error).__name__} after {attempts} attempt(s) (max_retries={self.max_retries}): {error}"
+        log.warning("evaluation(s) %s lost on Ray: %s", eval_ids, text.splitlines()[0])
+        return [EvalOutcome(i, error=text[:_ERROR_CHARS], worker="ray", attempts=attempts, meta={"lost": True})
+                for i in eval_ids]
+
+    def _completed(self, eval_ids: list[int], outcomes: list[EvalOutcome]) -> list[EvalOutcome]:
+        """A task's outcomes, counting retries; an evaluation it left out becomes a failed outcome."""
+        for o in outcomes:
+            if o.attempts > 1:
+                self._retries += o.attempts - 1
+                log.info("evaluation %d finished on attempt %d (%s)", o.evaluation_id, o.attempts, o.worker)
+        missing = set(eval_ids) - {o.evaluation_id for o in outcomes}
+        return outcomes + [EvalOutcome(i, error="the Ray task returned no outcome for it", worker="ray")
+                           for i in eval_ids if i in missing]
 
     def _finished(self, eval_ids: list[int]) -> dict[int, int]:
         if self._tracker is None:
@@ -304,10 +359,11 @@ class RayExecutor(Executor):
     def activity(self) -> dict[str, Any]:
         """Per-node and per-worker activity for the progress view.
 
-        Keys: ``workers`` (slots), ``running`` (worker ``ip:pid`` -> evaluation id, or
-        ``"pending"`` -> ids not started yet), ``nodes`` (node -> alive, resources, evaluation
-        ids running there), ``retries`` (extra attempts after worker/node deaths, finished and
-        running), ``retrying`` (evaluation id -> attempt, for those on a second or later attempt),
+        Keys: ``workers`` (slots), ``running`` (worker ``ip:pid`` -> evaluation id, or the list
+        of ids of the group it trains; ``"pending"`` -> ids not started yet), ``nodes`` (node ->
+        alive, resources, evaluation ids running there), ``retries`` (extra attempts after
+        worker/node deaths, finished and running, counted per evaluation: a group re-run once adds
+        its size), ``retrying`` (evaluation id -> attempt, for those on a second or later attempt),
         ``lost`` (evaluations whose retries ran out).
         """
         snap: dict[str, Any] = {"running": {}, "starts": {}}
@@ -316,7 +372,7 @@ class RayExecutor(Executor):
                 snap = ray.get(self._tracker.snapshot.remote(), timeout=_TRACKER_TIMEOUT)
             except Exception as e:  # noqa: BLE001
                 log.debug("tracker unavailable: %s", e)
-        mine = {job.evaluation_id for job in self._refs.values()}
+        mine = {i for ids in self._refs.values() for i in ids}
         running = {i: r for i, r in snap["running"].items() if i in mine}
         nodes: dict[str, dict[str, Any]] = {}
         try:
@@ -329,11 +385,12 @@ class RayExecutor(Executor):
         by_worker: dict[str, Any] = {}
         retrying = {}
         for eval_id, r in sorted(running.items()):
-            by_worker[r["worker"]] = eval_id
+            by_worker.setdefault(r["worker"], []).append(eval_id)
             key = f"{r['node']}/{r['node_id'][:8]}"
             nodes.setdefault(key, {"alive": None, "cpus": 0, "gpus": 0, "running": []})["running"].append(eval_id)
             if r["attempt"] > 1:
                 retrying[eval_id] = r["attempt"]
+        by_worker = {w: ids[0] if len(ids) == 1 else ids for w, ids in by_worker.items()}
         pending = sorted(mine - set(running))
         if pending:
             by_worker["pending"] = pending
