@@ -1,17 +1,24 @@
 """Throughput of batched training (K settings as one stacked model) against one setting at a time.
 
 Usage:
-    python benchmarks/batched.py                          # lstm and gru, K = 1 5 20, 1 and 2 threads
+    python benchmarks/batched.py                          # lstm and gru, K = 1 5 20, 1 and 2 threads, CPU
     python benchmarks/batched.py --cells lstm --ks 1 20 --threads 1 --epochs 2
+    python benchmarks/batched.py --device cuda --scale paper --windows 100 --threads 1
 
-Task: arithmetic at the search scale (``small``: budget 250,000 x 0.1, 1 layer,
-batch 20, unroll 35, 60 windows per epoch, 10 validation windows). Each
-measurement trains ``--epochs`` epochs (early stop off) and converts the time to
-trained settings per minute for a full ``small`` run of 15 epochs:
-``settings/min = K * 60 / (seconds * 15 / epochs)``. Sequential runs call
-``train_model`` once per setting. Learning rates are drawn from {0.1, 0.2, 0.3,
-0.5, 1.0} so that no setting diverges (a diverged slice would leave the batch
-early and flatter or hurt one side). On a shared machine the numbers are noisy.
+Task: arithmetic, budget 250,000 x the scale's ``param_scale``, 1 layer, batch 20,
+unroll 35. ``--scale small`` (the default: 0.1 of the budget, 60 windows per
+epoch, 10 validation windows, 15 epochs) is the search scale of the ``small``
+preset; ``--scale paper`` is the paper's (full budget; 1000 windows per epoch,
+100 validation windows); ``--windows N`` shortens the timed epochs to N windows
+(and the validation pass in proportion).
+Each measurement trains ``--epochs`` epochs (early stop off) and converts the
+time to trained settings per minute for a run of ``--full-epochs`` epochs of the
+scale's length: ``settings/min = K * 60 / (seconds * full_epochs * epoch_windows
+/ (epochs * windows))``. Sequential runs call ``train_model`` once per setting.
+Learning rates are drawn from {0.1, 0.2, 0.3, 0.5, 1.0} so that no setting
+diverges (a diverged slice would leave the batch early and flatter or hurt one
+side). On a shared machine the numbers are noisy. On CUDA, time is taken after
+``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from archsearch.train import HyperParams, scale_config, train_batched, train_mod
 
 # ---------------------------------------------------------------- config
 BUDGET = 250_000
-FULL_EPOCHS = 15  # the small scale's max_epochs
 
 
 def settings(k: int, seed: int = 0) -> list[HyperParams]:
@@ -45,8 +51,20 @@ def settings(k: int, seed: int = 0) -> list[HyperParams]:
     ]
 
 
-def per_minute(k: int, seconds: float, epochs: int) -> float:
-    return k * 60.0 / (seconds * FULL_EPOCHS / epochs)
+def per_minute(k: int, seconds: float, timed_windows: int, full_windows: int) -> float:
+    """Settings per minute for full runs of ``full_windows`` windows, from ``timed_windows`` taking ``seconds``."""
+    return k * 60.0 / (seconds * full_windows / timed_windows)
+
+
+def timed(fn, device: str):
+    """(result, seconds) of ``fn()``, synchronizing CUDA before and after."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
 
 
 def main() -> None:
@@ -54,29 +72,45 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=["lstm", "gru"])
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 5, 20])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--scale", choices=["small", "paper"], default="small")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--epochs", type=int, default=1, help="epochs actually trained per measurement")
+    parser.add_argument("--windows", type=int, help="windows per timed epoch (default: the scale's)")
+    parser.add_argument("--full-epochs", type=int, default=15, help="epochs of the run settings/min refers to")
     parser.add_argument("--sequential", type=int, default=3, help="settings timed one by one (their mean is used)")
     args = parser.parse_args()
 
-    config = scale_config("small").with_overrides(max_epochs=args.epochs, patience=10**6)
+    base = scale_config(args.scale)
+    full_windows = base.epoch_positions // (base.batch_size * base.unroll) * args.full_epochs
+    windows = args.windows or base.epoch_positions // (base.batch_size * base.unroll)
+    window = base.batch_size * base.unroll
+    shrink = windows / (base.epoch_positions // window)  # validation shrinks with the epoch: same proportions
+    config = base.with_overrides(max_epochs=args.epochs, patience=10**6, epoch_positions=windows * window,
+                                 valid_positions=max(1, round(base.valid_positions // window * shrink)) * window)
     task = get_task("arithmetic")
-    print(f"torch {torch.__version__}; arithmetic, scale small, budget {BUDGET:,} x {config.param_scale}, "
-          f"{args.epochs} epoch(s) timed, extrapolated to {FULL_EPOCHS}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__} on {where}; arithmetic, scale {args.scale}, budget {BUDGET:,} x "
+          f"{config.param_scale}, {args.epochs} epoch(s) of {windows} windows timed, per minute of runs of "
+          f"{args.full_epochs} epochs x {full_windows // args.full_epochs} windows")
     print("| cell | threads | units | sequential settings/min | K | batched settings/min | gain |")
     print("|---|---|---|---|---|---|---|")
+    timed_windows = windows * args.epochs
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.cells:
             cell = archsearch.seed(name)
             hps = settings(max(args.ks + [args.sequential]))
-            start = time.perf_counter()
+            train_model(cell, task, hps[0], config.with_overrides(max_epochs=1), device=args.device)  # warm-up
+            seconds = 0.0
             for i, hp in enumerate(hps[: args.sequential]):
-                result, _ = train_model(cell, task, hp, config, seed=i)
-            seq = per_minute(args.sequential, time.perf_counter() - start, args.epochs)
+                (result, _), took = timed(lambda: train_model(cell, task, hp, config, seed=i, device=args.device),
+                                          args.device)
+                seconds += took
+            seq = per_minute(args.sequential, seconds, timed_windows, full_windows)
             for k in args.ks:
-                start = time.perf_counter()
-                results = train_batched(cell, task, hps[:k], config, list(range(k)))
-                rate = per_minute(k, time.perf_counter() - start, args.epochs)
+                results, took = timed(lambda: train_batched(cell, task, hps[:k], config, list(range(k)),
+                                                            device=args.device), args.device)
+                rate = per_minute(k, took, timed_windows, full_windows)
                 assert not any(r.diverged for r in results), "a benchmark setting diverged"
                 print(f"| {name} | {threads} | {result.units} | {seq:.1f} | {k} | {rate:.1f} | {rate / seq:.2f}x |",
                       flush=True)

@@ -5,12 +5,17 @@ Usage:
     python benchmarks/cell_speed.py --threads 2 --repeats 30
     python benchmarks/cell_speed.py --torch-compile      # also time the torch.compile'd step
     python benchmarks/cell_speed.py --profile lstm       # torch.profiler table of one train step
+    python benchmarks/cell_speed.py --device cuda --cuda-graphs   # GPU, also with the step captured in a CUDA graph
 
 A train step is forward + backward of one window (B=20 lanes, T=35 steps, H=200
-units, float32, CPU, zero initial state, loss = sum(y * g) for a fixed random g).
+units, float32, zero initial state, loss = sum(y * g) for a fixed random g).
 All models are timed in the same run, interleaved round by round (so a noisy
 neighbour on a shared machine slows all of them alike), after a warm-up; each
-number is the median over rounds of the mean over ``--steps`` steps.
+number is the median over rounds of the mean over ``--steps`` steps. On CUDA the
+clock stops after ``torch.cuda.synchronize()``; ``--cuda-graphs`` also times each
+compiled cell's forward and backward captured once with
+``torch.cuda.make_graphed_callables`` and replayed (one launch per pass instead
+of one per kernel).
 """
 
 from __future__ import annotations
@@ -97,7 +102,8 @@ class NaiveCell(nn.Module):
 
 
 # ---------------------------------------------------------------- models and timing
-def _models(names: tuple[str, ...], torch_compile: bool) -> dict[str, nn.Module]:
+def _models(names: tuple[str, ...], torch_compile: bool, device: str = "cpu",
+            cuda_graphs: bool = False) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     models: dict[str, nn.Module] = {"nn.LSTM": nn.LSTM(H, H), "nn.GRU": nn.GRU(H, H)}
     for name in names:
@@ -106,6 +112,14 @@ def _models(names: tuple[str, ...], torch_compile: bool) -> dict[str, nn.Module]
         if torch_compile:
             models[f"{name} (torch.compile)"] = compile_cell(cell, H, H, seed=0, torch_compile=True)
         models[f"{name} (naive)"] = NaiveCell(cell, H, H)
+    models = {name: model.to(device) for name, model in models.items()}
+    if cuda_graphs:
+        for name in names:
+            try:
+                models[f"{name} (CUDA graph)"] = graphed(compile_cell(archsearch.seed(name), H, H, seed=0).to(device),
+                                                         device)
+            except Exception as e:  # noqa: BLE001 - report it and time the rest
+                print(f"{name}: capture failed: {type(e).__name__}: {e}")
     return models
 
 
@@ -116,21 +130,47 @@ def _train_step(model: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
     (y * g).sum().backward()
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _time(model: nn.Module, x: torch.Tensor, g: torch.Tensor, steps: int) -> float:
+    _sync(str(x.device))
     start = time.perf_counter()
     for _ in range(steps):
         _train_step(model, x, g)
+    _sync(str(x.device))
     return (time.perf_counter() - start) / steps
 
 
-def measure(models: dict[str, nn.Module], repeats: int, steps: int, warmup: int) -> dict[str, float]:
+class _Outputs(nn.Module):
+    """The stack's outputs alone (what make_graphed_callables can capture: a tensor, no nested state)."""
+
+    def __init__(self, stack: nn.Module):
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x)[0]
+
+
+def graphed(stack: nn.Module, device: str) -> nn.Module:
+    """``stack``'s forward and backward captured as CUDA graphs for inputs of shape (T, B, H)."""
+    return torch.cuda.make_graphed_callables(_Outputs(stack), (torch.randn(T, B, H, device=device),))
+
+
+def measure(models: dict[str, nn.Module], repeats: int, steps: int, warmup: int,
+            device: str = "cpu") -> dict[str, float]:
     """Median (over interleaved rounds) seconds per train step of every model."""
-    x = torch.randn(T, B, H)
-    g = torch.randn(T, B, H)
+    x = torch.randn(T, B, H, device=device)
+    g = torch.randn(T, B, H, device=device)
     compile_seconds: dict[str, float] = {}
     for name, model in models.items():
+        _sync(device)
         start = time.perf_counter()
         _train_step(model, x, g)  # first call: torch.compile traces and compiles here
+        _sync(device)
         compile_seconds[name] = time.perf_counter() - start
         for _ in range(warmup):
             _train_step(model, x, g)
@@ -146,14 +186,16 @@ def _reference(name: str) -> str:
     return "nn.GRU" if "gru" in name and not name.startswith("gf") else "nn.LSTM"
 
 
-def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool) -> str:
+def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool, cuda_graphs: bool = False) -> str:
     rows = [
         "| cell | compiled ms/step | vs nn.LSTM/GRU | naive ms/step | naive / compiled |"
-        + (" torch.compile ms/step | first call s |" if torch_compile else ""),
-        "|---|---|---|---|---|" + ("---|---|" if torch_compile else ""),
+        + (" torch.compile ms/step | first call s |" if torch_compile else "")
+        + (" CUDA graph ms/step | eager / graph |" if cuda_graphs else ""),
+        "|---|---|---|---|---|" + ("---|---|" if torch_compile else "") + ("---|---|" if cuda_graphs else ""),
     ]
+    extra = (" | |" if torch_compile else "") + (" | |" if cuda_graphs else "")
     for ref in ("nn.LSTM", "nn.GRU"):
-        rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 | | |" + (" | |" if torch_compile else ""))
+        rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 | | |" + extra)
     for name in names:
         ref = _reference(name)
         line = (
@@ -163,23 +205,29 @@ def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool) 
         if torch_compile:
             tc = f"{name} (torch.compile)"
             line += f" {times[tc] * 1e3:.2f} | {measure.first_call[tc]:.1f} |"  # type: ignore[attr-defined]
+        if cuda_graphs:
+            cg = times.get(f"{name} (CUDA graph)")
+            line += f" {cg * 1e3:.2f} | {times[name] / cg:.2f}x |" if cg else " failed | |"
         rows.append(line)
     return "\n".join(rows)
 
 
-def profile(name: str, rows: int) -> str:
-    """torch.profiler table (self CPU time) of one train step of compiled ``name``."""
+def profile(name: str, rows: int, device: str = "cpu") -> str:
+    """torch.profiler table of 5 train steps of compiled ``name`` (self CPU time; with CUDA, self CUDA time too)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    model = compile_cell(archsearch.seed(name), H, H, seed=0)
-    x, g = torch.randn(T, B, H), torch.randn(T, B, H)
+    model = compile_cell(archsearch.seed(name), H, H, seed=0).to(device)
+    x, g = torch.randn(T, B, H, device=device), torch.randn(T, B, H, device=device)
     for _ in range(3):
         _train_step(model, x, g)
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
         for _ in range(5):
             _train_step(model, x, g)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        _sync(device)
+    return prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=rows)
 
 
 def main() -> None:
@@ -192,17 +240,21 @@ def main() -> None:
     parser.add_argument("--torch-compile", action="store_true", help="also time compile_cell(..., torch_compile=True)")
     parser.add_argument("--profile", metavar="CELL", help="print a torch.profiler table of CELL instead")
     parser.add_argument("--rows", type=int, default=15, help="profiler rows")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time the step replayed from a CUDA graph")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), B={B} T={T} H={H} float32 CPU")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), B={B} T={T} H={H} float32 {where}")
     if args.profile:
-        print(profile(args.profile, args.rows))
+        print(profile(args.profile, args.rows, args.device))
         return
     names = tuple(args.cells)
-    times = measure(_models(names, args.torch_compile), args.repeats, args.steps, args.warmup)
+    models = _models(names, args.torch_compile, args.device, args.cuda_graphs)
+    times = measure(models, args.repeats, args.steps, args.warmup, args.device)
     print(f"median of {args.repeats} interleaved rounds x {args.steps} steps, {args.warmup} warm-up steps")
-    print(table(times, names, args.torch_compile))
+    print(table(times, names, args.torch_compile, args.cuda_graphs))
 
 
 if __name__ == "__main__":
