@@ -312,3 +312,47 @@ def test_generated_code_shows_in_tracebacks():
         layer(torch.randn(2, 3, 4), (torch.randn(5, 4),))  # wrong batch in the state
     frames = [f for f in info.traceback if "archsearch-cell-gru" in str(f.path)]
     assert frames, "the failing generated line should appear in the traceback"
+
+
+# ----------------------------------------------------------------------------- deferred weight gradients
+def _grads(stack, x, loss_fn):
+    stack.zero_grad(set_to_none=True)
+    y, state = stack(x)
+    loss_fn(y, state).backward()
+    return {n: p.grad.clone() for n, p in stack.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut3", "tanh"])
+@pytest.mark.parametrize("loss", ["all steps", "early steps only", "final state only"])
+def test_deferred_weight_gradients_equal_per_step_gradients(name, loss):
+    """dW taken once per window from the recorded states equals autograd's per-step accumulation."""
+    losses = {
+        "all steps": lambda y, s: (y * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype)).sum(),
+        "early steps only": lambda y, s: y[:3].square().sum(),  # later steps get no gradient at all
+        "final state only": lambda y, s: s[-1].sum(),
+    }
+    stack = compile_cell(archsearch.seed(name), 5, 6, 2, init_scale=1.4, seed=1, dtype=torch.float64)
+    assert all(layer._deferred for layer in stack.layers)
+    x = torch.randn(8, 3, 5, dtype=torch.float64)
+    deferred = _grads(stack, x, losses[loss])
+    for layer in stack.layers:
+        layer._deferred = []  # the plain loop: autograd accumulates dW step by step
+    per_step = _grads(stack, x, losses[loss])
+    for n in per_step:
+        torch.testing.assert_close(deferred[n], per_step[n], atol=1e-12, rtol=1e-10, msg=n)
+
+
+def test_deferred_gradients_survive_a_partial_backward_and_a_second_backward():
+    stack = compile_cell(archsearch.seed("lstm"), 4, 4, seed=0, dtype=torch.float64)
+    x = torch.randn(6, 2, 4, dtype=torch.float64, requires_grad=True)
+    y, _ = stack(x)
+    loss = y.square().sum()
+    torch.autograd.grad(loss, [x], retain_graph=True)  # needs no weight gradient
+    loss.backward(retain_graph=True)
+    first = stack.layers[0].weight_h.grad.clone()
+    loss.backward()  # accumulates the same gradient once more
+    torch.testing.assert_close(stack.layers[0].weight_h.grad, 2 * first)
+    reference = compile_cell(archsearch.seed("lstm"), 4, 4, seed=0, dtype=torch.float64)
+    reference.layers[0]._deferred = []
+    reference(x)[0].square().sum().backward()
+    torch.testing.assert_close(first, reference.layers[0].weight_h.grad)

@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from archsearch.compiler._codegen import BATCHED_HELPERS_SOURCE, HELPERS_SOURCE, Plan
-from archsearch.compiler._module import CellStack, _exec_step, cached_plan, x_projection_bias
+from archsearch.compiler._module import (
+    CellStack,
+    _exec_step,
+    cached_plan,
+    deferred_groups,
+    run_window,
+    x_projection_bias,
+)
 from archsearch.errors import CompileError
 from archsearch.ir import SCALAR, Cell
 
@@ -50,6 +57,7 @@ class BatchedCell(nn.Module):
             self.register_buffer("slope", torch.ones(k, 1, 1))  # broadcasts against (K, B, 1)
         self.code = self.plan.source
         self._step = _exec_step(self.code, f"{cell.name}-batched", _helpers)
+        self._deferred = deferred_groups(self.plan)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
         return tuple(torch.zeros(self.k, batch, w, device=device, dtype=dtype) for w in self.state_widths)
@@ -76,11 +84,7 @@ class BatchedCell(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[2], x.device, x.dtype)
         xp = self.input_projections(x)  # (K, T, B, P)
-        outputs = []
-        for x_t, xp_t in zip(x.unbind(1), xp.unbind(1)):  # unbind: see CompiledCell.forward
-            state = self._step(self, x_t, xp_t, *state)
-            outputs.append(state[0])
-        return torch.stack(outputs, dim=1), state  # (K, T, B, H)
+        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=1)  # (K, T, B, H)
 
 
 class BatchedCellStack(nn.Module):

@@ -71,6 +71,90 @@ def x_projection_bias(plan: Plan, param: str, get: Callable[[str], torch.Tensor 
     return torch.cat(pieces, dim=-1)
 
 
+def deferred_groups(plan: Plan) -> list[tuple[str, int, int, int]]:
+    """Recurrent weight groups whose gradient can be taken once per window (see :class:`DeferredWeightGrads`).
+
+    A folded group (step: ``addmm(xp_p, s, W_p.t())``) that reads a state ``s``: returns
+    ``(param, state index, first column in xp, width)`` for each.
+    """
+    x_starts, col = {}, 0
+    for g in plan.groups:
+        if g.source == "x":
+            x_starts[g.param] = col
+            col += sum(plan.offsets[m][2] for m in g.members)
+    sources = {g.param: g.source for g in plan.groups}
+    return [
+        (param, plan.state_names.index(sources[param]), x_starts[xg] + start, width)
+        for param, (xg, start, width) in plan.folded.items()
+        if sources[param] in plan.state_names
+    ]
+
+
+class DeferredWeightGrads(torch.autograd.Function):
+    """Hand ``xp`` to the loop unchanged; in backward, give each recurrent weight its gradient in one matmul.
+
+    During the window the step multiplies by a detached copy of ``W_p``, so each step's backward
+    computes only the gradient of the state (one small matmul) instead of also ``dW_p`` (another
+    small matmul and an accumulation). The step's product ``addmm(xp_p[t], s_t, W_p.t())`` has the
+    gradient of ``xp_p[t]``, so ``dW_p = sum_t dxp_p[t]^T s_t``: one ``(width, T*B) @ (T*B, H)``
+    matmul per window, from the states the loop records in ``seen``. Tensors may carry a leading
+    slice dimension K (batched settings): then the matmul is a ``bmm``.
+    """
+
+    @staticmethod
+    def forward(ctx, xp, columns, seen, *weights):
+        ctx.columns, ctx.seen = columns, seen  # seen[i]: the state read by group i at every step (filled by the loop)
+        return xp.view_as(xp)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        grads = []
+        for (start, width), states in zip(ctx.columns, ctx.seen):
+            lead = grad.shape[:-3]  # () or (K,)
+            g = grad[..., start : start + width].reshape(*lead, -1, width)  # ([K,] T*B, width)
+            s = torch.stack(states, dim=len(lead)).reshape(*lead, g.shape[-2], -1)  # ([K,] T*B, H)
+            grads.append(g.transpose(-1, -2) @ s)
+        return (grad, None, None, *grads)
+
+
+class _StepView:
+    """What the step sees as ``self`` while weight gradients are deferred: the module, with the
+    deferred weights detached (attributes it does not override come from the module)."""
+
+    def __init__(self, module: nn.Module, detached: dict[str, torch.Tensor]):
+        self._module = module
+        self.__dict__.update(detached)
+
+    def __getattr__(self, name: str):
+        return getattr(self._module, name)
+
+
+def run_window(module: nn.Module, step: Callable, xs, xp: torch.Tensor, state, groups, time_dim: int):
+    """The recurrent loop shared by the unbatched and the batched layer: returns (outputs, final state).
+
+    With gradients enabled, the weights of ``groups`` (see :func:`deferred_groups`) get their gradient
+    once per window through :class:`DeferredWeightGrads`.
+    """
+    weights = [module.get_parameter(f"weight_{g[0]}") for g in groups]
+    view = module
+    if groups and torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+        seen: list[list[torch.Tensor]] = [[] for _ in groups]
+        xp = DeferredWeightGrads.apply(xp, [(g[2], g[3]) for g in groups], seen, *weights)
+        view = _StepView(module, {f"weight_{g[0]}": w.detach() for g, w in zip(groups, weights)})
+    else:
+        seen = None
+    outputs = []
+    # unbind, not x[t]: T selects would each back-propagate a zero-filled gradient of the whole window (O(T^2))
+    for x_t, xp_t in zip(xs.unbind(time_dim), xp.unbind(time_dim)):
+        if seen is not None:
+            for states, g in zip(seen, groups):
+                states.append(state[g[1]])
+        state = step(view, x_t, xp_t, *state)
+        outputs.append(state[0])
+    return torch.stack(outputs, dim=time_dim), state
+
+
 class CompiledCell(nn.Module):
     """One layer of a cell: ``forward(x[T,B,D], state) -> (y[T,B,H], state)``.
 
@@ -104,6 +188,7 @@ class CompiledCell(nn.Module):
             self.register_buffer("slope", torch.tensor(1.0))
         self.code = self.plan.source
         self._step = _exec_step(self.code, cell.name)
+        self._deferred = deferred_groups(self.plan)
         self.reset_parameters(init_scale)
 
     # ---------------------------------------------------------------- weights
@@ -137,6 +222,7 @@ class CompiledCell(nn.Module):
         and saves ~20% of a train step (see the README's Speed section), so it only pays
         after thousands of steps with one size in one process.
         """
+        self._deferred = []  # the plain loop: dynamo traces it whole (no autograd.Function with side effects)
         self._run = torch.compile(CompiledCell._run.__get__(self), dynamic=False)
 
     def linear_nodes(self) -> list[str]:
@@ -171,12 +257,7 @@ class CompiledCell(nn.Module):
     def _run(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """The loop; :meth:`enable_torch_compile` replaces it with a copy compiled by ``torch.compile``."""
         xp = self.input_projections(x)  # (T, B, P)
-        outputs = []
-        # unbind, not x[t]: T selects would each back-propagate a zero-filled (T, B, P) gradient (O(T^2) work)
-        for x_t, xp_t in zip(x.unbind(0), xp.unbind(0)):
-            state = self._step(self, x_t, xp_t, *state)
-            outputs.append(state[0])
-        return torch.stack(outputs), state
+        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=0)
 
 
 class CellStack(nn.Module):
