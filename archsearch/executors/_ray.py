@@ -321,7 +321,7 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as e:  # worker/node died more than max_retries times, or cancelled
                 outcomes += self._lost_outcomes(ids[ref], starts, e)
                 continue
-            outcomes += self._completed(ids[ref], got)
+            outcomes += self._completed(ids[ref], got, starts)
         return outcomes
 
     def _lost_outcomes(self, eval_ids: list[int], starts: dict[int, int], error: Exception) -> list[EvalOutcome]:
@@ -334,8 +334,14 @@ class RayExecutor(Executor):
         return [EvalOutcome(i, error=text[:_ERROR_CHARS], worker="ray", attempts=attempts, meta={"lost": True})
                 for i in eval_ids]
 
-    def _completed(self, eval_ids: list[int], outcomes: list[EvalOutcome]) -> list[EvalOutcome]:
-        """A task's outcomes, counting retries; an evaluation it left out becomes a failed outcome."""
+    def _completed(self, eval_ids: list[int], outcomes: list[EvalOutcome], starts: dict[int, int]) -> list[EvalOutcome]:
+        """A task's outcomes, counting retries; an evaluation it left out becomes a failed outcome.
+
+        The attempt count is the larger of the worker's and the tracker's: a worker that could not
+        reach the tracker in time (a loaded node) reports attempt 1, yet its start was recorded.
+        """
+        outcomes = [dataclasses.replace(o, attempts=max(o.attempts, starts.get(o.evaluation_id, 0)))
+                    for o in outcomes]
         for o in outcomes:
             if o.attempts > 1:
                 self._retries += o.attempts - 1
