@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-eval", type=float, default=1.0, help="CPUs per evaluation on Ray")
     p.add_argument("--max-retries", type=int, default=3, help="Ray retries of an evaluation whose worker died")
     p.add_argument("--batch-settings", type=int, metavar="K",
-                   help="train up to K queued settings of one cell and task as one batched model (default 1: one by one)")
+                   help="train up to K queued settings of one cell and task that share layers and budget as one batched model (default 20; 1: one by one)")
     p.add_argument("--report", metavar="FILE", help="write the HTML report to FILE at the end")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
     p.set_defaults(func=run_search)

@@ -38,7 +38,9 @@ class SearchConfig:
     # run-time only (may change between runs of the same search)
     data_dir: str | None = None
     device: str = "cpu"
-    batch_settings: int = 1  # train up to this many queued settings of one cell and task as one batched model
+    # train up to this many queued settings of one cell and task that share layers and budget as one batched
+    # model (same results as one by one, see archsearch.train.train_batched); 1: one by one
+    batch_settings: int = 20
 
     def __post_init__(self) -> None:
         if not self.tasks:
