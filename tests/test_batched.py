@@ -21,14 +21,6 @@ CONFIG = scale_config("tiny").with_overrides(
 FIELDS = ("metric", "valid", "test", "epochs", "final_lr", "diverged", "units", "params")
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _assert_same(batched, unbatched):
     for name in FIELDS:
         a, b = getattr(batched, name), getattr(unbatched, name)

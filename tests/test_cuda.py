@@ -25,14 +25,6 @@ CONFIG = scale_config("tiny").with_overrides(
 )
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.mark.parametrize("name", ["lstm", "gru", "gf-lstm", "hm-lstm"])
 def test_compiled_cell_on_cuda_equals_cpu(name):
     """Forward and every gradient of the same weights on both devices (float64)."""
