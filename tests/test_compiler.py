@@ -356,3 +356,29 @@ def test_deferred_gradients_survive_a_partial_backward_and_a_second_backward():
     reference.layers[0]._deferred = []
     reference(x)[0].square().sum().backward()
     torch.testing.assert_close(first, reference.layers[0].weight_h.grad)
+
+
+def test_training_windows_leave_no_tensors_behind():
+    """The deferred gradients keep the window's states only until backward (no reference cycle through the graph)."""
+    import gc
+    import warnings
+
+    stack = compile_cell(archsearch.seed("lstm"), 4, 4, seed=0)
+    x = torch.randn(5, 2, 4)
+
+    def window():
+        stack(x)[0].square().sum().backward()
+
+    def live_tensors():
+        gc.collect()
+        with warnings.catch_warnings():  # isinstance() on some of torch's deprecated module objects warns
+            warnings.simplefilter("ignore")
+            return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    window()
+    before = live_tensors()
+    for _ in range(10):
+        window()
+    assert live_tensors() - before < 5
+    stack(x)  # a forward without backward is freed as well once its outputs are dropped
+    assert live_tensors() - before < 5

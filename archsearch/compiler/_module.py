@@ -149,7 +149,7 @@ def run_window(module: nn.Module, step: Callable, xs, xp: torch.Tensor, state, g
     for x_t, xp_t in zip(xs.unbind(time_dim), xp.unbind(time_dim)):
         if seen is not None:
             for states, g in zip(seen, groups):
-                states.append(state[g[1]])
+                states.append(state[g[1]].detach())  # detached: ctx must not hold the graph that holds ctx
         state = step(view, x_t, xp_t, *state)
         outputs.append(state[0])
     return torch.stack(outputs, dim=time_dim), state
