@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the step replayed from a CUDA graph")
     args = parser.parse_args()
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        parser.error("--cuda-graphs needs --device cuda")
 
     torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"

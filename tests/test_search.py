@@ -301,7 +301,7 @@ def test_not_an_archsearch_file_is_refused_untouched(tmp_path):
 def test_batched_settings_give_the_same_results_as_one_by_one(tmp_path):
     """With batch_settings=3 the driver trains compatible queued settings as one model: same numbers."""
     one, batched = f"sqlite:///{tmp_path}/one.db", f"sqlite:///{tmp_path}/batched.db"
-    run(one, tiny_config(p_reevaluate=0.0, init_settings_per_task=3), 12)
+    run(one, tiny_config(p_reevaluate=0.0, init_settings_per_task=3, batch_settings=1), 12)
     run(batched, tiny_config(p_reevaluate=0.0, init_settings_per_task=3, batch_settings=3), 12)
 
     def results(url):
@@ -310,6 +310,7 @@ def test_batched_settings_give_the_same_results_as_one_by_one(tmp_path):
         return {(names[e.architecture_id], e.task, e.hparams_hash): e for e in storage.evaluations(status="done")}
 
     a, b = results(one), results(batched)
+    assert all(e.result.get("batched", 1) == 1 for e in a.values()), "batch_settings=1 must train one by one"
     common = set(a) & set(b)
     assert len(common) >= 10
     assert any(b[k].result.get("batched", 1) > 1 for k in common), "no group was trained batched"

@@ -335,20 +335,25 @@ class RayExecutor(Executor):
                 for i in eval_ids]
 
     def _completed(self, eval_ids: list[int], outcomes: list[EvalOutcome], starts: dict[int, int]) -> list[EvalOutcome]:
-        """A task's outcomes, counting retries; an evaluation it left out becomes a failed outcome.
+        """A task's outcomes: one per id of ``eval_ids`` (the first one the task returned for it; an id it left
+        out becomes a failed outcome), counting retries.
 
         The attempt count is the larger of the worker's and the tracker's: a worker that could not
         reach the tracker in time (a loaded node) reports attempt 1, yet its start was recorded.
         """
-        outcomes = [dataclasses.replace(o, attempts=max(o.attempts, starts.get(o.evaluation_id, 0)))
-                    for o in outcomes]
+        given: dict[int, EvalOutcome] = {}
         for o in outcomes:
+            if o.evaluation_id in eval_ids and o.evaluation_id not in given:
+                given[o.evaluation_id] = o
+        result = []
+        for i in eval_ids:
+            o = given.get(i) or EvalOutcome(i, error="the Ray task returned no outcome for it", worker="ray")
+            o = dataclasses.replace(o, attempts=max(o.attempts, starts.get(i, 0)))
             if o.attempts > 1:
                 self._retries += o.attempts - 1
-                log.info("evaluation %d finished on attempt %d (%s)", o.evaluation_id, o.attempts, o.worker)
-        missing = set(eval_ids) - {o.evaluation_id for o in outcomes}
-        return outcomes + [EvalOutcome(i, error="the Ray task returned no outcome for it", worker="ray")
-                           for i in eval_ids if i in missing]
+                log.info("evaluation %d finished on attempt %d (%s)", i, o.attempts, o.worker)
+            result.append(o)
+        return result
 
     def _finished(self, eval_ids: list[int]) -> dict[int, int]:
         if self._tracker is None:
