@@ -16,6 +16,7 @@ from archsearch.errors import CompileError
 from archsearch.ir import SCALAR, Cell
 
 State = tuple[torch.Tensor, ...]
+DeferredGroup = tuple[str, int, int, int]  # (param, state index, first column in xp, width)
 _counter = itertools.count()
 _helpers: dict[str, object] = {"torch": torch, "F": F}
 exec(compile(HELPERS_SOURCE, "<archsearch-helpers>", "exec"), _helpers)
@@ -71,7 +72,7 @@ def x_projection_bias(plan: Plan, param: str, get: Callable[[str], torch.Tensor 
     return torch.cat(pieces, dim=-1)
 
 
-def deferred_groups(plan: Plan) -> list[tuple[str, int, int, int]]:
+def deferred_groups(plan: Plan) -> list[DeferredGroup]:
     """Recurrent weight groups whose gradient can be taken once per window (see :class:`DeferredWeightGrads`).
 
     A folded group (step: ``addmm(xp_p, s, W_p.t())``) that reads a state ``s``: returns
@@ -130,7 +131,15 @@ class _StepView:
         return getattr(self._module, name)
 
 
-def run_window(module: nn.Module, step: Callable, xs, xp: torch.Tensor, state, groups, time_dim: int):
+def run_window(
+    module: nn.Module,
+    step: Callable,
+    xs: torch.Tensor,
+    xp: torch.Tensor,
+    state: State,
+    groups: list[DeferredGroup],
+    time_dim: int,
+) -> tuple[torch.Tensor, State]:
     """The recurrent loop shared by the unbatched and the batched layer: returns (outputs, final state).
 
     With gradients enabled, the weights of ``groups`` (see :func:`deferred_groups`) get their gradient
