@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--full-epochs", type=int, default=15, help="epochs of the run settings/min refers to")
     parser.add_argument("--sequential", type=int, default=3, help="settings timed one by one (their mean is used)")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device on this machine")
 
     base = scale_config(args.scale)
     full_windows = base.epoch_positions // (base.batch_size * base.unroll) * args.full_epochs

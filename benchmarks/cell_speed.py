@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the step replayed from a CUDA graph")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device on this machine")
     if args.cuda_graphs and not args.device.startswith("cuda"):
         parser.error("--cuda-graphs needs --device cuda")
 
