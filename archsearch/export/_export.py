@@ -9,6 +9,8 @@ in-framework module's, so ``state_dict``s move between the two unchanged.
 
 from __future__ import annotations
 
+import ast
+import keyword
 import re
 import textwrap
 
@@ -117,6 +119,25 @@ class {cls}(nn.Module):
 '''
 
 
+def _docstring_text(text: str) -> str:
+    """``text`` made safe inside a triple-quoted (non-raw) docstring: it reads back unchanged.
+
+    Backslashes, quotes, control and non-ASCII characters are escaped, so no text from a
+    cell (a name from a shared database, say) can close the string and run as code.
+    """
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+def _check_source(source: str, cls: str) -> None:
+    """The generated text must parse, and define ``cls`` (a last line of defence for the escaping)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise CompileError(f"generated source does not parse (line {e.lineno}): {e.msg}") from e
+    if not any(isinstance(n, ast.ClassDef) and n.name == cls for n in tree.body):
+        raise CompileError(f"generated source does not define class {cls!r}")
+
+
 def _class_name(name: str) -> str:
     words = re.split(r"[^A-Za-z0-9]+", name)
     cls = "".join(w[:1].upper() + w[1:] for w in words if w) or "Cell"
@@ -145,10 +166,12 @@ def export_source(cell: Cell, hidden_size: int, num_layers: int = 1, class_name:
     single = len(cell.states) == 1
     hx_doc = ("a tensor (num_layers, B, hidden_size), as nn.GRU" if single else
               "a tuple (" + ", ".join(s.name for s in cell.states) + "), each (num_layers, B, width), as nn.LSTM")
-    return _TEMPLATE.format(
-        title=f"{cls}: the archsearch cell {cell.name!r}",
+    if not cls.isidentifier() or keyword.iskeyword(cls):
+        raise CompileError(f"class name {cls!r} is not a Python identifier")
+    source = _TEMPLATE.format(
+        title=_docstring_text(f"{cls}: the archsearch cell {cell.name!r}"),
         hash=cell.structural_hash(),
-        equations=textwrap.indent(cell.equations(), "    "),
+        equations=textwrap.indent("\n".join(map(_docstring_text, cell.equations().splitlines())), "    "),
         cls=cls,
         hidden=hidden_size,
         hx_doc=hx_doc,
@@ -163,3 +186,5 @@ def export_source(cell: Cell, hidden_size: int, num_layers: int = 1, class_name:
         layers=num_layers,
         depth=cell.depth,
     )
+    _check_source(source, cls)
+    return source
