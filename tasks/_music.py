@@ -36,6 +36,14 @@ MUSIC_FILES = {
     "musedata": "MuseData.pickle",
 }
 MUSIC_SOURCE = "Boulanger-Lewandowski et al. 2012, http://www-etud.iro.umontreal.ca/~boulanni/icml2012"
+# Limits on what one pickle file may hold: the standard sets are a few MB with well under a
+# million frames; a pickle that references one list many times (a few KB expanding to billions
+# of notes) or an oversized file is refused before anything is expanded.
+MAX_PICKLE_BYTES = 256 * 2**20
+MAX_FRAMES = 5_000_000
+MAX_NOTES = 20_000_000
+MAX_ITEMS_PER_BYTE = 8  # (frames + notes) per pickle byte; an unshared pickle needs >= 1 byte for each
+_CONTAINERS = (list, tuple, set, frozenset)
 _SAFE_GLOBALS = {("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
                  ("__builtin__", "set"): set, ("__builtin__", "frozenset"): frozenset}
 
@@ -83,6 +91,10 @@ def _flatten_split(pieces: object, where: str) -> Flat:
     odd = next((n for n in notes if type(n) not in (int, float)), None)
     if odd is not None:
         raise TaskError(f"{where}: note {odd!r} is a {type(odd).__name__}, not a number")
+    outside = next((n for n in notes if not LOWEST <= n <= HIGHEST), None)  # also NaN and 10**400
+    if outside is not None:
+        shown = repr(outside) if len(repr(outside)) <= 40 else f"{repr(outside)[:20]}... ({len(repr(outside))} digits)"
+        raise TaskError(f"{where}: note {shown} is not a MIDI key {LOWEST}..{HIGHEST}")
     values = np.asarray(notes, dtype=np.float64)
     bad = (values != np.round(values)) | (values < LOWEST) | (values > HIGHEST)
     if bad.any():
@@ -106,16 +118,38 @@ def _roll(flat: Flat) -> tuple[np.ndarray, np.ndarray]:
     return frames, mask
 
 
+def check_expansion(splits: list[object], size: int, source: str) -> None:
+    """Refuse unpickled music data that would expand beyond the limits (before expanding it).
+
+    Counts in two cheap passes, pieces then frames, so a pickle whose shared references
+    stand for billions of notes is refused after touching at most ``MAX_FRAMES`` frames.
+    """
+    pieces = [p for split in splits if isinstance(split, _CONTAINERS) for p in split if isinstance(p, _CONTAINERS)]
+    frames = sum(len(p) for p in pieces)
+    budget = min(MAX_NOTES + MAX_FRAMES, MAX_ITEMS_PER_BYTE * size + 1000)
+    if frames > MAX_FRAMES or frames > budget:
+        raise TaskError(f"{source}: {frames:,} frames in a {size:,}-byte pickle exceed the limit "
+                        f"({min(MAX_FRAMES, budget):,}); refusing to expand it")
+    notes = sum(len(f) for p in pieces for f in p if isinstance(f, _CONTAINERS))
+    if notes > MAX_NOTES or frames + notes > budget:
+        raise TaskError(f"{source}: {notes:,} notes in a {size:,}-byte pickle exceed the limit "
+                        f"({min(MAX_NOTES, budget - frames):,}); refusing to expand it")
+
+
 @functools.lru_cache(maxsize=2)
 def _load_pickle(path: str, stamp: int) -> dict[str, Flat]:
     """Read a Boulanger-Lewandowski pickle (cached; ``stamp`` invalidates on change)."""
     try:
+        size = os.stat(path).st_size
+        if size > MAX_PICKLE_BYTES:
+            raise TaskError(f"{path}: {size:,} bytes is more than the {MAX_PICKLE_BYTES:,} a music pickle may have")
         data = Path(path).read_bytes()
     except OSError as e:
         raise TaskError(f"cannot read {path}: {e}") from e
     obj = safe_load_pickle(data, path)
     if not isinstance(obj, dict) or not all(s in obj for s in SPLITS):
         raise TaskError(f"{path}: expected a dict with keys {', '.join(SPLITS)}")
+    check_expansion([obj[s] for s in SPLITS], len(data), path)
     return {s: _flatten_split(obj[s], f"{path} [{s}]") for s in SPLITS}
 
 

@@ -174,3 +174,54 @@ def test_chorales_load_without_music21() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------ expansion limits (memory bombs)
+def _shared_reference_bomb() -> bytes:
+    """A few KB that unpickle to ~10^10 notes: one chord referenced by every frame, one piece by every piece."""
+    chord = list(range(21, 109))
+    piece = [chord] * 20_000
+    return pickle.dumps({"train": [piece] * 5_000, "valid": [], "test": []}, protocol=2)
+
+
+def test_shared_reference_bomb_is_refused_before_expanding(tmp_path: Path) -> None:
+    import resource
+
+    data = _shared_reference_bomb()
+    assert len(data) < 100_000
+    (tmp_path / "Nottingham.pickle").write_bytes(data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TaskError, match="frames in a .*-byte pickle exceed the limit"):
+        get_task("nottingham", tmp_path).stream("train", seed=0)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, f"refusing the bomb grew the peak RSS by {grown_mb:.0f} MB"
+
+
+def test_shared_frames_within_the_frame_limit_are_refused_by_the_notes_per_byte_limit(tmp_path: Path) -> None:
+    chord = list(range(21, 109))
+    _dump(tmp_path / "Nottingham.pickle", {"train": [[chord] * 100_000], "valid": [], "test": []})
+    with pytest.raises(TaskError, match="notes in a .*-byte pickle exceed the limit"):
+        get_task("nottingham", tmp_path).stream("train", seed=0)
+
+
+def test_an_unshared_pickle_of_realistic_size_loads(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pieces = [[tuple(int(n) for n in rng.integers(21, 109, size=rng.integers(0, 5))) for _ in range(300)] for _ in range(40)]
+    _dump(tmp_path / "Nottingham.pickle", {"train": pieces, "valid": pieces[:2], "test": pieces[:2]})
+    assert len(get_task("nottingham", tmp_path).stream("train", seed=0)) == 40 * 300 - 1
+
+
+@pytest.mark.parametrize("note", [10**400, -(10**400), float("nan"), float("inf")])
+def test_absurd_numbers_are_refused_with_a_clear_error(tmp_path: Path, note: object) -> None:
+    _dump(tmp_path / "Nottingham.pickle", {"train": [[(60,), (note,)]], "valid": [], "test": []})
+    with pytest.raises(TaskError, match="is not a MIDI key"):
+        get_task("nottingham", tmp_path).stream("train", seed=0)
+
+
+def test_an_oversized_file_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archsearch.tasks import _music
+
+    _dump(tmp_path / "Nottingham.pickle", SONGS)
+    monkeypatch.setattr(_music, "MAX_PICKLE_BYTES", 10)
+    with pytest.raises(TaskError, match="bytes is more than the 10 a music pickle may have"):
+        get_task("nottingham", tmp_path).stream("train", seed=0)
