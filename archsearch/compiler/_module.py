@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.compiler._cache import cached_plan_entry, cached_step
 from archsearch.compiler._codegen import HELPERS_SOURCE, Plan, plan_cell
 from archsearch.errors import CompileError
 from archsearch.ir import SCALAR, Cell
@@ -22,34 +23,31 @@ _helpers: dict[str, object] = {"torch": torch, "F": F}
 exec(compile(HELPERS_SOURCE, "<archsearch-helpers>", "exec"), _helpers)
 
 
-_steps: dict[tuple[str, str], Callable] = {}
-
-
 def _exec_step(source: str, label: str, helpers: dict[str, object] = _helpers) -> Callable:
     """Compile generated source under a unique file name so tracebacks show the generated line.
 
-    Cached per process by (source, label): a cell compiles once however many models use it
-    (the search builds one model per setting), and equal cells share one code object.
+    Cached per process by (source, label) in a bounded LRU (:mod:`archsearch.compiler._cache`):
+    a cell compiles once however many models use it (the search builds one model per
+    setting), and equal cells share one code object.
     """
-    key = (source, label)
-    if key not in _steps:
+
+    def build() -> tuple[str, Callable]:
         filename = f"<archsearch-cell-{label}-{next(_counter)}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = dict(helpers)
-        exec(compile(source, filename, "exec"), namespace)
-        _steps[key] = namespace["step"]
-    return _steps[key]
+        try:
+            exec(compile(source, filename, "exec"), namespace)
+        except BaseException:
+            linecache.cache.pop(filename, None)
+            raise
+        return filename, namespace["step"]
 
-
-_plans: dict[tuple[str, int, bool], Plan] = {}
+    return cached_step((source, label), build)
 
 
 def cached_plan(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
-    """``plan_cell`` once per (cell's canonical JSON, size, batched) and process."""
-    key = (cell.to_json(), hidden_size, batched)
-    if key not in _plans:
-        _plans[key] = plan_cell(cell, hidden_size, batched)
-    return _plans[key]
+    """``plan_cell`` once per (cell's canonical JSON, size, batched) and process (a bounded LRU)."""
+    return cached_plan_entry((cell.to_json(), hidden_size, batched), lambda: plan_cell(cell, hidden_size, batched))
 
 
 def x_projection_bias(plan: Plan, param: str, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:

@@ -23,6 +23,7 @@ class EvalJob:
     seed: int
     device: str = "cpu"
     data_dir: str | None = None
+    compile_cache_size: int | None = None  # the worker's compiler LRU bound (None: leave it as it is)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,10 +14,13 @@ log = logging.getLogger(__name__)
 
 def run_job(job: EvalJob) -> dict:
     """Train the job's cell and return the result dict (raises on errors)."""
+    from archsearch.compiler import set_cache_size
     from archsearch.ir import Cell
     from archsearch.tasks import get_task
     from archsearch.train import HyperParams, TrainConfig, train
 
+    if job.compile_cache_size is not None:
+        set_cache_size(job.compile_cache_size)
     cell = Cell.from_json(job.graph_json)
     task = get_task(job.task, job.data_dir)
     config = TrainConfig(**job.train_config)
@@ -46,11 +49,14 @@ def run_job_safely(job: EvalJob, worker: str | None = None) -> EvalOutcome:
 
 def run_group(group: GroupJob) -> list[dict]:
     """Train a group's settings as one batched model; one result dict per job, in order."""
+    from archsearch.compiler import set_cache_size
     from archsearch.ir import Cell
     from archsearch.tasks import get_task
     from archsearch.train import HyperParams, TrainConfig, train_batched
 
     first = group.jobs[0]
+    if first.compile_cache_size is not None:
+        set_cache_size(first.compile_cache_size)
     results = train_batched(
         Cell.from_json(first.graph_json), get_task(first.task, first.data_dir),
         [HyperParams.from_dict(j.hparams) for j in group.jobs], TrainConfig(**first.train_config),

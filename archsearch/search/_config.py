@@ -41,6 +41,9 @@ class SearchConfig:
     # train up to this many queued settings of one cell and task that share layers and budget as one batched
     # model (same results as one by one, see archsearch.train.train_batched); 1: one by one
     batch_settings: int = 20
+    # step functions and plans each worker process keeps compiled: an LRU of this many entries each
+    # (archsearch.compiler.set_cache_size; the default is archsearch.compiler.DEFAULT_CACHE_SIZE)
+    compile_cache_size: int = 256
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -55,6 +58,7 @@ class SearchConfig:
             (self.init_settings_per_task >= 1, "init_settings_per_task must be at least 1"),
             (self.top_size >= 1, "top_size must be at least 1"),
             (self.batch_settings >= 1, "batch_settings must be at least 1"),
+            (self.compile_cache_size >= 1, "compile_cache_size must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

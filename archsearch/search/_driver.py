@@ -318,7 +318,7 @@ class SearchDriver:
         arch = self.storage.get_architecture(ev.architecture_id)
         seed = evaluation_seed(arch.structural_hash, ev.task, ev.hparams_hash)
         return EvalJob(ev.id, arch.graph_json, ev.task, ev.hparams, job_train_config(self.config, ev.task, self.task(ev.task)), seed,
-                       self.config.device, self.config.data_dir)
+                       self.config.device, self.config.data_dir, self.config.compile_cache_size)
 
     def _budget_left(self, extra: int = 0) -> bool:
         if self.max_evaluations is None:
