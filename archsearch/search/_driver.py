@@ -239,14 +239,14 @@ class SearchDriver:
         best = self.storage.best_scores(arch.id).get(task, 0.0)
         reference = self.storage.normalizers(self.search.id, self.config.reference).get(task)
         index = self.config.tasks.index(task)
-        if index + 1 == len(self.config.tasks):
-            self._counts["completed"] += 1
-            self.storage.set_stage(arch.id, COMPLETE)
-        elif reference and best > self.config.gate * reference:
-            self._enter(arch, f"task:{self.config.tasks[index + 1]}#{visit}")
-        else:
+        if not (reference and best > self.config.gate * reference):  # §3.1: the gate follows every task
             self._counts[f"gated_out:{task}"] += 1
             self.storage.set_stage(arch.id, f"gated_out:{task}#{visit}")
+        elif index + 1 == len(self.config.tasks):
+            self._counts["completed"] += 1
+            self.storage.set_stage(arch.id, COMPLETE)
+        else:
+            self._enter(arch, f"task:{self.config.tasks[index + 1]}#{visit}")
 
     # ================================================================== steps
     def _seeds_ready(self) -> bool:
@@ -268,9 +268,7 @@ class SearchDriver:
         arch = top[int(rng.integers(len(top)))][0]
         if rng.random() < self.config.p_reevaluate:
             self._counts["reevaluations"] += 1
-            cell = Cell.from_json(arch.graph_json)
-            for task in self.config.tasks:
-                self._queue_settings(arch, cell, task, self.config.settings_per_task, f"reeval#{step}", rng)
+            self._fresh_settings(arch, f"reeval#{step}", rng)
             return True
         return self._mutate_step(arch, rng, step)
 
@@ -290,7 +288,7 @@ class SearchDriver:
         if existing is None:
             existing = self.storage.find_architecture(self.search.id, fingerprint=fp)
         if existing is not None:
-            return self._reexamine(existing)
+            return self._reexamine(existing, step, rng)
         mutation = {**record.to_dict(), "step": step, "parent": parent.name}
         arch, created = self.storage.add_architecture(
             self.search.id, name=child.name, graph_json=child.to_json(), structural_hash=structural,
@@ -299,8 +297,9 @@ class SearchDriver:
         self._enter(arch, "filter#1")
         return True
 
-    def _reexamine(self, arch: ArchitectureRecord) -> bool:
-        """A child equal to a known architecture: re-examine it if it was stopped, else skip (§3.1)."""
+    def _reexamine(self, arch: ArchitectureRecord, step: int, rng: np.random.Generator) -> bool:
+        """A child equal to a known architecture (§3.1): a stopped one is re-examined, a complete one outside
+        the top list gets fresh settings on every task, one on the list (or still in flight) is a duplicate."""
         base, visit = _stage_parts(arch.stage)
         if base.startswith("filtered_out"):
             self._counts["reexamined"] += 1
@@ -310,8 +309,22 @@ class SearchDriver:
             self._counts["reexamined"] += 1  # all its settings are kept: skip the filter, fresh settings only
             self._enter(arch, f"task:{self.config.tasks[0]}#{visit + 1}")
             return True
+        if base == COMPLETE and not self._in_top(arch.id):
+            self._counts["reexamined_complete"] += 1
+            self._fresh_settings(arch, f"reexamine#{step}", rng)
+            return True
         self._counts["duplicates"] += 1
         return False
+
+    def _in_top(self, arch_id: int) -> bool:
+        top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
+        return any(a.id == arch_id for a, _, _ in top)
+
+    def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, rng: np.random.Generator) -> None:
+        """``settings_per_task`` settings the cell has not run, on every search task (re-evaluations)."""
+        cell = Cell.from_json(arch.graph_json)
+        for task in self.config.tasks:
+            self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, rng)
 
     # ================================================================== running
     def _job(self, ev: EvaluationRecord) -> EvalJob:
