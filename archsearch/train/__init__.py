@@ -1,5 +1,6 @@
 """Training one cell on one task with one hyper-parameter setting, as in the paper (§3.5-3.7)."""
 
+from archsearch._lazy import lazy_getattr
 from archsearch.train._config import (
     FILTER_OVERRIDES,
     FILTER_THRESHOLD,
@@ -15,9 +16,17 @@ from archsearch.train._config import (
     scale_config,
     task_config,
 )
-from archsearch.train._batched import BatchedSequenceModel, group_compatible, train_batched
-from archsearch.train._loop import batchify, evaluate, train, train_model
-from archsearch.train._model import SequenceModel, build_model, cell_param_count, model_param_count, units_for_budget
+
+# Settings and configs above are torch-free, so that reading a search database (leaderboard,
+# report, show --db) never pays for importing torch; the training names load on first use.
+_LAZY = {
+    "BatchedSequenceModel": "_batched", "group_compatible": "_batched", "train_batched": "_batched",
+    "batchify": "_loop", "evaluate": "_loop", "train": "_loop", "train_model": "_loop",
+    "SequenceModel": "_model", "build_model": "_model", "cell_param_count": "_model",
+    "model_param_count": "_model", "units_for_budget": "_model",
+}  # fmt: skip
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "FILTER_OVERRIDES",
