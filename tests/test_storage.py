@@ -13,6 +13,8 @@ import textwrap
 import pytest
 
 from archsearch.errors import StorageError
+from postgres_server import postgres_server  # noqa: F401 (the fixture)
+
 from archsearch.storage import (
     LeaderboardStorage,
     hparams_hash,
@@ -23,10 +25,22 @@ from archsearch.storage import (
 TASKS = ("arithmetic", "xml")
 
 
-@pytest.fixture(params=["file", "memory"])
+BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
+
+
+def backend_url(backend: str, tmp_path, request) -> str:
+    """A fresh, empty database of ``backend``."""
+    if backend == "sqlite-file":
+        return f"sqlite:///{tmp_path / 'lb.db'}"
+    if backend == "sqlite-memory":
+        return "sqlite://"
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+# The storage contract: every test that takes this fixture runs on each back-end.
+@pytest.fixture(params=BACKENDS)
 def storage(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'lb.db'}" if request.param == "file" else "sqlite://"
-    st = open_storage(url)
+    st = open_storage(backend_url(request.param, tmp_path, request))
     yield st
     st.close()
 
@@ -435,3 +449,38 @@ def test_reader_process_reads_while_writer_process_writes(tmp_path, db_url):
     assert counts == sorted(counts) and counts[-1] > counts[0], counts[:5]
     final = open_storage(db_url, read_only=True)
     assert len(final.evaluations(search_id=sid)) == int(w_out)
+
+
+# ------------------------------------------------------------- concurrent writers (the unique keys hold)
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql"])
+def test_concurrent_writers_never_duplicate_a_key(backend, tmp_path, request):
+    import threading
+
+    url = backend_url(backend, tmp_path, request)
+    with open_storage(url) as st:
+        sid = st.create_search("s", {"tasks": list(TASKS)}, 0).id
+    writers, barrier, outcomes = 6, threading.Barrier(6), []
+
+    def write(k: int) -> None:
+        with open_storage(url) as st:
+            barrier.wait()
+            arch, created = st.add_architecture(
+                sid, name="gru", graph_json=json.dumps({"cell": "gru"}), structural_hash="h-gru", fingerprint=None,
+                parent_id=None, mutation=None, origin="seed", stage="complete",
+            )  # fmt: skip
+            barrier.wait()
+            ev = st.add_evaluation(arch.id, "xml", {"lr": 1.0, "init": 1.0}, "search")  # None: already there
+            outcomes.append((created, arch.id, None if ev is None else ev.id))
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(outcomes) == writers
+    assert sum(created for created, *_ in outcomes) == 1, outcomes
+    assert len({arch_id for _, arch_id, *_ in outcomes}) == 1
+    with open_storage(url, read_only=True) as st:
+        assert len(st.list_architectures(sid)) == 1
+        assert len(st.evaluations(search_id=sid)) == 1
+    assert sum(ev_id is not None for *_, ev_id in outcomes) == 1, "not exactly one writer queued the setting"

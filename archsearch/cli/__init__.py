@@ -24,6 +24,7 @@ COMMANDS = [
     "archsearch.cli._train",
     "archsearch.cli._baselines",
     "archsearch.cli._report",
+    "archsearch.cli._db",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Opening a leaderboard database: URLs, SQLite pragmas, and the schema-version check.
+"""Opening a leaderboard database: URLs, SQLite pragmas, and the schema-revision check.
 
 SQLite runs in WAL mode with a busy timeout, so a read-only reader never blocks the
 writing driver and vice versa. Writers start transactions with ``BEGIN IMMEDIATE``
@@ -21,7 +21,8 @@ from sqlalchemy.pool import StaticPool
 
 from archsearch import __version__
 from archsearch.errors import StorageError
-from archsearch.storage._models import META_TABLE, SCHEMA_VERSION, BaseModel, MetaModel
+from archsearch.storage._migrate import HEAD_REVISION, current_revision, stamp_head, upgrade_to_head
+from archsearch.storage._models import META_TABLE, BaseModel, MetaModel
 from archsearch.storage._records import utcnow
 
 _logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def prepare_schema(engine: Engine, display: str, read_only: bool) -> None:
 def _check_or_create(conn: Connection, display: str, read_only: bool) -> None:
     tables = set(inspect(conn).get_table_names())
     if META_TABLE in tables:
-        _check_version(dict(conn.execute(select(MetaModel.key, MetaModel.value)).all()), display)
+        _check_revision(current_revision(conn), display)
     elif tables:
         raise StorageError(
             f"{display} is not an archsearch database (it has tables {', '.join(sorted(tables))} "
@@ -166,20 +167,66 @@ def _check_or_create(conn: Connection, display: str, read_only: bool) -> None:
     else:
         BaseModel.metadata.create_all(conn)
         conn.execute(MetaModel.__table__.insert(), _meta_rows())
-        _logger.info("created archsearch database %s (schema version %d)", display, SCHEMA_VERSION)
+        stamp_head(conn)
+        _logger.info("created archsearch database %s (schema revision %s)", display, HEAD_REVISION)
 
 
-def _check_version(meta: dict[str, str], display: str) -> None:
-    found = meta.get("schema_version")
-    if found == str(SCHEMA_VERSION):
+def _check_revision(revision: str | None, display: str) -> None:
+    if revision == HEAD_REVISION:
         return
-    newer = found is not None and found.isdigit() and int(found) > SCHEMA_VERSION
-    advice = "upgrade archsearch to open it" if newer else "open it with the archsearch release that wrote it"
+    from archsearch.storage._migrate import known_revisions
+
+    if revision in known_revisions():
+        raise StorageError(
+            f"{display} is at schema revision {revision}, older than this archsearch {__version__} reads "
+            f"({HEAD_REVISION}); upgrade it in place with `archsearch db upgrade --db {display}`"
+        )
     raise StorageError(
-        f"{display} has archsearch schema version {found} (written by archsearch "
-        f"{meta.get('archsearch_version', '?')}), but this archsearch {__version__} reads version "
-        f"{SCHEMA_VERSION}; {advice}, or start a new database"
+        f"{display} has schema {revision}, unknown to this archsearch {__version__} (which reads revision "
+        f"{HEAD_REVISION}); it was probably written by a newer archsearch: upgrade archsearch to open it"
     )
+
+
+def database_revision(url_text: str) -> tuple[str | None, str]:
+    """(the database's schema revision or None if it has no archsearch tables, its display URL)."""
+    engine, display = open_engine(url_text, read_only=True)
+    try:
+        with engine.begin() as conn:
+            return current_revision(conn), display
+    except SQLAlchemyError as e:
+        raise StorageError(f"cannot open database {display}: {error_text(e)}") from e
+    finally:
+        engine.dispose()
+
+
+def upgrade_database(url_text: str) -> tuple[str, str, str]:
+    """Upgrade a database in place to the head revision, all in one transaction.
+
+    Returns:
+        (revision before, revision after, display URL).
+
+    Raises:
+        StorageError: Not an archsearch database, an unknown (newer) revision, or the upgrade
+            failed; the database is then exactly as it was.
+    """
+    path = _sqlite_path(make_url(url_text)) if url_text.startswith("sqlite") else None
+    if path is not None and not os.path.isfile(path):
+        raise StorageError(f"no database file at {os.path.abspath(path)}; nothing to upgrade")
+    engine, display = open_engine(url_text, read_only=False)
+    try:
+        with engine.begin() as conn:
+            if META_TABLE not in inspect(conn).get_table_names():
+                raise StorageError(f"{display} is not an archsearch database; nothing to upgrade")
+            before, after = upgrade_to_head(conn)
+    except ValueError as e:
+        raise StorageError(f"cannot upgrade {display}: {e}; a newer archsearch wrote it") from e
+    except StorageError:
+        raise
+    except Exception as e:  # any failure inside a migration: the transaction was rolled back
+        raise StorageError(f"upgrading {display} failed and was rolled back: {error_text(e)}") from e
+    finally:
+        engine.dispose()
+    return before, after, display
 
 
 def _enable_wal(engine: Engine, display: str) -> None:
@@ -195,7 +242,7 @@ def _enable_wal(engine: Engine, display: str) -> None:
 
 def _meta_rows() -> list[dict[str, str]]:
     return [
-        {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+        {"key": "schema_version", "value": HEAD_REVISION},
         {"key": "archsearch_version", "value": __version__},
         {"key": "created", "value": utcnow().isoformat()},
     ]

@@ -35,8 +35,7 @@ from archsearch.storage._records import (
     MAX_WORKER_LENGTH,
 )
 
-# Bump on any schema change; opening a database of another version is refused.
-SCHEMA_VERSION = 1
+# Any schema change needs a revision in migrations/versions (and _migrate.HEAD_REVISION moved to it).
 META_TABLE = "archsearch_meta"
 MAX_META_KEY_LENGTH = 64
 MAX_META_VALUE_LENGTH = 256
