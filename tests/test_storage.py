@@ -300,16 +300,12 @@ def test_json_values_are_strict(storage):
 # ------------------------------------------------------ opening files
 
 
-def _set_schema_version(path, version):
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE archsearch_meta SET value = ? WHERE key = 'schema_version'", (version,))
-
-
-def test_schema_version_mismatch(tmp_path, db_url):
+def test_schema_revision_from_a_newer_archsearch(tmp_path, db_url):
     open_storage(db_url).close()
-    _set_schema_version(tmp_path / "lb.db", "999")
+    with sqlite3.connect(tmp_path / "lb.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0999'")
     for read_only in (False, True):
-        with pytest.raises(StorageError, match="schema version 999.*reads version 1"):
+        with pytest.raises(StorageError, match="has schema 0999, unknown to this archsearch.*upgrade archsearch"):
             open_storage(db_url, read_only=read_only)
 
 

@@ -47,7 +47,7 @@ def current_revision(conn: Connection) -> str | None:
     if META_TABLE not in tables:
         return None
     found = conn.execute(select(MetaModel.value).where(MetaModel.key == "schema_version")).scalar()
-    return LEGACY_REVISIONS.get(str(found), f"schema_version {found}")
+    return LEGACY_REVISIONS.get(str(found), f"version {found}")
 
 
 def stamp_head(conn: Connection) -> None:
