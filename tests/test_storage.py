@@ -480,3 +480,10 @@ def test_concurrent_writers_never_duplicate_a_key(backend, tmp_path, request):
         assert len(st.list_architectures(sid)) == 1
         assert len(st.evaluations(search_id=sid)) == 1
     assert sum(ev_id is not None for *_, ev_id in outcomes) == 1, "not exactly one writer queued the setting"
+
+
+def test_one_hash_identifies_a_setting():
+    from archsearch.train import HyperParams
+
+    hp = HyperParams(lr=0.5, init_scale=1.4, max_grad_norm=5.0, layers=2, params=250_000)
+    assert hp.key() == hparams_hash(hp.to_dict()) == hparams_hash(HyperParams.from_dict(hp.to_dict()).to_dict())

@@ -6,8 +6,6 @@ else about a run (batch, unroll, epoch size, schedule), chosen by a named scale.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -46,8 +44,10 @@ class HyperParams:
         )
 
     def key(self) -> str:
-        """Stable hash of the setting (what 'never run the same setting twice' compares)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """The setting's hash: the one the database's UNIQUE (architecture, task, setting) key uses."""
+        from archsearch.storage import hparams_hash
+
+        return hparams_hash(self.to_dict())
 
     def check(self, budgets: tuple[int, ...], allow_any: bool = False) -> "HyperParams":
         """Raise :class:`HyperParameterError` for values outside the paper's ranges (unless ``allow_any``)."""
