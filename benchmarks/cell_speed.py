@@ -7,6 +7,10 @@ Usage:
     python benchmarks/cell_speed.py --profile lstm       # torch.profiler table of one train step
     python benchmarks/cell_speed.py --device cuda --cuda-graphs   # GPU, also with the step captured in a CUDA graph
 
+Each cell is timed compiled (``archsearch.compile``), as the module ``archsearch export``
+writes (imported from the written file, the compiled module's weights loaded) and
+walked node by node (naive).
+
 A train step is forward + backward of one window (B=20 lanes, T=35 steps, H=200
 units, float32, zero initial state, loss = sum(y * g) for a fixed random g).
 All models are timed in the same run, interleaved round by round (so a noisy
@@ -21,8 +25,11 @@ of one per kernel).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -31,6 +38,7 @@ from torch import nn
 
 import archsearch
 from archsearch.compiler import compile_cell
+from archsearch.export import export_class_name, export_source
 from archsearch.ir import Cell, Op
 
 # ---------------------------------------------------------------- config
@@ -101,6 +109,19 @@ class NaiveCell(nn.Module):
         return torch.stack(outputs)
 
 
+def exported(cell: Cell, like: nn.Module) -> nn.Module:
+    """The class ``archsearch export`` writes for ``cell``, imported from the file, with ``like``'s weights."""
+    folder = Path(tempfile.mkdtemp(prefix="archsearch-export-"))
+    path = folder / "exported_cell.py"
+    path.write_text(export_source(cell, H), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"exported_{export_class_name(cell)}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = getattr(module, export_class_name(cell))(H, H)
+    model.load_state_dict(like.state_dict(), strict=True)
+    return model
+
+
 # ---------------------------------------------------------------- models and timing
 def _models(names: tuple[str, ...], torch_compile: bool, device: str = "cpu",
             cuda_graphs: bool = False) -> dict[str, nn.Module]:
@@ -109,6 +130,7 @@ def _models(names: tuple[str, ...], torch_compile: bool, device: str = "cpu",
     for name in names:
         cell = archsearch.seed(name)
         models[name] = compile_cell(cell, H, H, seed=0)
+        models[f"{name} (exported)"] = exported(cell, models[name])
         if torch_compile:
             models[f"{name} (torch.compile)"] = compile_cell(cell, H, H, seed=0, torch_compile=True)
         models[f"{name} (naive)"] = NaiveCell(cell, H, H)
@@ -188,18 +210,20 @@ def _reference(name: str) -> str:
 
 def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool, cuda_graphs: bool = False) -> str:
     rows = [
-        "| cell | compiled ms/step | vs nn.LSTM/GRU | naive ms/step | naive / compiled |"
+        "| cell | compiled ms/step | vs nn.LSTM/GRU | exported ms/step | exported / compiled "
+        "| naive ms/step | naive / compiled |"
         + (" torch.compile ms/step | first call s |" if torch_compile else "")
         + (" CUDA graph ms/step | eager / graph |" if cuda_graphs else ""),
-        "|---|---|---|---|---|" + ("---|---|" if torch_compile else "") + ("---|---|" if cuda_graphs else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if torch_compile else "") + ("---|---|" if cuda_graphs else ""),
     ]
     extra = (" | |" if torch_compile else "") + (" | |" if cuda_graphs else "")
     for ref in ("nn.LSTM", "nn.GRU"):
-        rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 | | |" + extra)
+        rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 | | | | |" + extra)
     for name in names:
         ref = _reference(name)
         line = (
             f"| {name} | {times[name] * 1e3:.2f} | {times[name] / times[ref]:.2f}x {ref} "
+            f"| {times[name + ' (exported)'] * 1e3:.2f} | {times[name + ' (exported)'] / times[name]:.2f}x "
             f"| {times[name + ' (naive)'] * 1e3:.2f} | {times[name + ' (naive)'] / times[name]:.2f}x |"
         )
         if torch_compile:

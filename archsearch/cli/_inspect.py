@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help=f"search database (e.g. {DEFAULT_URL}); without it CELL is a seed or JSON file")
     p.add_argument("--search", help="search name inside the database (default: the most recent)")
     p.add_argument("-o", "--output", required=True, help="the .py file to write")
-    p.add_argument("--hidden-size", type=int, help="units (default: the best setting's, or 200)")
-    p.add_argument("--layers", type=int, help="layers (default: the best setting's, or 1)")
+    p.add_argument("--hidden-size", type=int,
+                   help="default hidden_size of the class, which takes any size (default: the best setting's, or 200)")
+    p.add_argument("--layers", type=int, help="default num_layers of the class (default: the best setting's, or 1)")
     p.add_argument("--weights", metavar="FILE", help="also train the best setting again and save its weights (safetensors)")
     p.add_argument("--task", help="task whose best setting gives the weights (default: the first search task)")
     p.add_argument("--data-dir", help="data folder for PTB/music when retraining for --weights")
@@ -88,9 +89,21 @@ def show_from_db(url: str, search_name: str | None, spec: str, as_json: bool = F
     return cell
 
 
+def _usage(cell: Cell, module: str, hidden: int, layers: int) -> str:
+    """How to import and construct the exported class (two indented lines)."""
+    from archsearch.export import export_class_name
+
+    cls = export_class_name(cell)
+    states = [s.name for s in cell.states]
+    hx = states[0] if len(states) == 1 else f"({', '.join(states)})" if len(states) == 2 else "hx"
+    load = f"from {module} import {cls}" if module.isidentifier() else f"# import {cls} from the written file"
+    return (f"    {load}\n    rnn = {cls}(input_size, hidden_size={hidden}, num_layers={layers})"
+            f"   # output, {hx} = rnn(input)")
+
+
 def run_export(args: argparse.Namespace) -> int:
     from archsearch.cli._cells import load_cell
-    from archsearch.export import export_source
+    from archsearch.export import export_class_name, export_source
 
     best: dict[str, dict] = {}
     if args.db:
@@ -110,7 +123,9 @@ def run_export(args: argparse.Namespace) -> int:
     layers = args.layers or (1 if cell.depth > 1 else (chosen or {}).get("hparams", {}).get("layers", 1))
     source = export_source(cell, int(hidden), int(layers))
     Path(args.output).write_text(source, encoding="utf-8")
-    print(f"wrote {args.output}: class for cell {cell.name!r}, hidden_size={hidden}, num_layers={layers}")
+    like = "nn.GRU" if len(cell.states) == 1 else "nn.LSTM"
+    print(f"wrote {args.output}: class {export_class_name(cell)} for cell {cell.name!r}, {like}'s interface, any sizes")
+    print(_usage(cell, Path(args.output).stem, int(hidden), int(layers)))
     if args.weights:
         if chosen is None:
             raise CLIUsageError("--weights needs --db and a task on which this architecture has a result")

@@ -14,25 +14,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archsearch.compiler._codegen import BATCHED_HELPERS_SOURCE, HELPERS_SOURCE, Plan
-from archsearch.compiler._module import (
-    CellStack,
-    _exec_step,
-    cached_plan,
-    deferred_groups,
-    run_window,
-    x_projection_bias,
-)
+from archsearch.compiler._codegen import Plan
+from archsearch.compiler._module import CellStack, _exec_step, cached_plan
+from archsearch.compiler._runtime import blinear, deferred_groups, run_window, units, x_projection_bias
 from archsearch.errors import CompileError
 from archsearch.ir import SCALAR, Cell
 
 State = tuple[torch.Tensor, ...]
-_helpers: dict[str, object] = {"torch": torch}
-exec(compile(HELPERS_SOURCE + BATCHED_HELPERS_SOURCE, "<archsearch-batched-helpers>", "exec"), _helpers)
-
-
-def _blinear(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return _helpers["blinear"](v, weight, bias)  # type: ignore[operator]
 
 
 class BatchedCell(nn.Module):
@@ -47,8 +35,8 @@ class BatchedCell(nn.Module):
         self.k, self.input_size, self.hidden_size = k, input_size, hidden_size
         self.plan: Plan = cached_plan(cell, hidden_size, batched=True)
         self.state_widths = [1 if s.width == SCALAR else hidden_size for s in cell.states]
-        for g in self.plan.groups:
-            rows = sum(self.plan.offsets[m][2] for m in g.members)
+        for g in self.plan.layout.groups:
+            rows = units(g.rows, hidden_size)
             cols = input_size if g.source == "x" else hidden_size
             self.register_parameter(f"weight_{g.param}", nn.Parameter(torch.zeros(k, rows, cols)))
             if g.bias:
@@ -56,8 +44,8 @@ class BatchedCell(nn.Module):
         if self.plan.uses_slope:
             self.register_buffer("slope", torch.ones(k, 1, 1))  # broadcasts against (K, B, 1)
         self.code = self.plan.source
-        self._step = _exec_step(self.code, f"{cell.name}-batched", _helpers)
-        self._deferred = deferred_groups(self.plan)
+        self._step = _exec_step(self.code, f"{cell.name}-batched")
+        self._deferred = deferred_groups(self.plan.layout, hidden_size)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
         return tuple(torch.zeros(self.k, batch, w, device=device, dtype=dtype) for w in self.state_widths)
@@ -68,8 +56,8 @@ class BatchedCell(nn.Module):
         flat = x.reshape(k, steps * batch, x.shape[-1])  # (K, T*B, D)
         get = lambda name: getattr(self, name, None)  # noqa: E731
         parts = [
-            _blinear(flat, self.get_parameter(f"weight_{g.param}"), x_projection_bias(self.plan, g.param, get))
-            for g in self.plan.groups
+            blinear(flat, self.get_parameter(f"weight_{g.param}"), x_projection_bias(self.plan.layout, g.param, get, self.hidden_size))
+            for g in self.plan.layout.groups
             if g.source == "x"
         ]
         if not parts:
@@ -112,8 +100,9 @@ class BatchedCellStack(nn.Module):
         if ref is not None:
             batched.to(ref.dtype)
         with torch.no_grad():
-            for name, tensor in batched.state_dict().items():
-                tensor.copy_(torch.stack([s.state_dict()[name].reshape(tensor.shape[1:]) for s in stacks]))
+            for name, tensor in [*batched.named_parameters(), *batched.named_buffers()]:
+                parts = [_tensor(s, name).reshape(tensor.shape[1:]) for s in stacks]
+                tensor.copy_(torch.stack(parts))
         return batched
 
     def set_slope(self, slope: torch.Tensor) -> None:
@@ -128,3 +117,11 @@ class BatchedCellStack(nn.Module):
             x, layer_state = layer(x, None if state is None else state[i])
             new_states.append(layer_state)
         return x, new_states
+
+
+def _tensor(module: torch.nn.Module, name: str) -> torch.Tensor:
+    """Parameter or buffer ``name`` (a stack's state_dict may use nn.LSTM's names; these are the modules')."""
+    try:
+        return module.get_parameter(name)
+    except AttributeError:
+        return module.get_buffer(name)

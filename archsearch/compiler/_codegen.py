@@ -6,6 +6,11 @@ before the loop, and pairs ``add(W_a x, W_b s)`` nodes so that each pair costs
 a slice of one wide addition instead of two matmuls and an add (as cuDNN does
 for the LSTM's gates). The same source text is what ``archsearch export`` writes.
 
+The step is size-free: split sizes and slices are written in terms of the layer's
+``hidden_size`` (read at run time), so one step serves every size. The helpers it
+calls (``hard_sigmoid``, ``step_st``, ``blinear``) live in
+:mod:`archsearch.compiler._runtime`, with the layers that run it.
+
 A paired projection whose source feeds nothing else is one ``torch.addmm``
 (the partner's bias is folded into the precomputed x projections). With
 ``batched=True`` the writer emits the same step for K stacked settings: every
@@ -17,29 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from archsearch.compiler._runtime import Fold, Group, Layout, Size, Slot, units
 from archsearch.ir import BINARY, OPS, SCALAR, Cell, Node, Op
 
-# Helpers the generated code calls; export copies this text into its file.
-HELPERS_SOURCE = '''
-def hard_sigmoid(v, slope):
-    """max(0, min(1, (slope * v + 1) / 2)) (Chung et al. 2016)."""
-    return torch.clamp((v * slope + 1.0) * 0.5, 0.0, 1.0)
-
-
-def step_st(v):
-    """1 where v > 0.5 else 0; the backward pass treats it as the identity (straight-through)."""
-    return v + ((v > 0.5).to(v.dtype) - v).detach()
-'''
-
-# The extra helper of batched steps (K settings stacked on a leading dimension).
-BATCHED_HELPERS_SOURCE = '''
-def blinear(v, weight, bias=None):
-    """Per-slice linear map: v (K, B, in), weight (K, out, in), bias (K, out) -> (K, B, out)."""
-    if bias is None:
-        return torch.bmm(v, weight.transpose(1, 2))
-    return torch.baddbmm(bias.unsqueeze(1), v, weight.transpose(1, 2))
-'''
-
+# seeds whose layout is nn.LSTM's / nn.GRU's: their parameters get PyTorch's state_dict names
+TORCH_LAYOUT_SEEDS = {"torch-lstm": "ifgo", "torch-gru": "rzn"}  # seed -> PyTorch's gate order
 
 @dataclass
 class LinearGroup:
@@ -60,14 +47,15 @@ class Plan:
     """Everything the module needs: parameter layout and the step's source."""
 
     groups: list[LinearGroup]
-    offsets: dict[str, tuple[str, int, int]]  # linear node -> (group param, start, width)
-    source: str
+    offsets: dict[str, tuple[str, int, int]]  # linear node -> (group param, start, width) at this hidden size
+    source: str  # the step function (size-free: it reads self.hidden_size)
     state_names: list[str]
     uses_slope: bool
     # partner param -> (x group param, first column in that x group, width): partners all of whose
     # linears are paired; their bias and add live in the precomputed x projection (step: one addmm)
     folded: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     batched: bool = False
+    layout: Layout | None = None  # the same, size-free, for the runtime (archsearch.compiler._runtime)
 
 
 def _sole_user(cell: Cell, name: str, users: dict[str, list[str]]) -> str | None:
@@ -127,21 +115,77 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
             groups[(node.inputs[0], bool(node.attr("bias")))].members.append(name)
 
     widths = cell.widths()
-    offsets: dict[str, tuple[str, int, int]] = {}
+    sym: dict[str, tuple[str, Size, Size]] = {}  # linear node -> (group param, start, width), size-free
     for g in groups.values():
-        start = 0
+        start: Size = (0, 0)
         for m in g.members:
-            w = 1 if widths[m] == SCALAR else hidden_size
-            offsets[m] = (g.param, start, w)
-            start += w
-    folded = _folded_partners(list(groups.values()), offsets)
-    gen = _StepWriter(cell, hidden_size, list(groups.values()), offsets, pairs, users, folded, batched)
+            w: Size = (0, 1) if widths[m] == SCALAR else (1, 0)
+            sym[m] = (g.param, start, w)
+            start = _add(start, w)
+    group_list = list(groups.values())
+    sym_folded = _folded_partners(group_list, sym)
+    gen = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched)
     uses_slope = any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
     states = [s.name for s in cell.states]
-    return Plan(list(groups.values()), offsets, gen.write(order), states, uses_slope, folded, batched)
+    layout = _layout(cell, group_list, sym, sym_folded, uses_slope)
+    at = lambda size: units(size, hidden_size)  # noqa: E731
+    offsets = {m: (p, at(start), at(w)) for m, (p, start, w) in sym.items()}
+    folded = {p: (xg, at(start), at(w)) for p, (xg, start, w) in sym_folded.items()}
+    return Plan(group_list, offsets, gen.write(order), states, uses_slope, folded, batched, layout)
 
 
-def _folded_partners(groups: list[LinearGroup], offsets) -> dict[str, tuple[str, int, int]]:
+def _add(a: Size, b: Size) -> Size:
+    return (a[0] + b[0], a[1] + b[1])
+
+
+def _size_code(size: Size, n: str) -> str:
+    """``(a, b)`` as Python text in terms of the local variable ``n`` (the hidden size)."""
+    a, b = size
+    terms = ([n if a == 1 else f"{a} * {n}"] if a else []) + ([str(b)] if b or not a else [])
+    return " + ".join(terms)
+
+
+def _layout(cell: Cell, groups: list[LinearGroup], sym, folded, uses_slope: bool) -> Layout:
+    rows = {g.param: _sum_sizes(sym[m][2] for m in g.members) for g in groups}
+    slots = tuple(
+        Slot(m, p, start, w, float(cell[m].attr("diag")), float(cell[m].attr("bias_init")))
+        for m, (p, start, w) in sym.items()
+    )  # fmt: skip
+    return Layout(
+        groups=tuple(Group(g.param, g.source, g.bias, rows[g.param]) for g in groups),
+        slots=slots,
+        folds=tuple(Fold(p, xg, start, w) for p, (xg, start, w) in folded.items()),
+        states=tuple((s.name, s.width == SCALAR) for s in cell.states),
+        uses_slope=uses_slope,
+        raw_x=cell.uses_raw_x(),
+        depth=cell.depth,
+        torch_names=_torch_names(cell, groups),
+    )
+
+
+def _sum_sizes(sizes) -> Size:
+    total: Size = (0, 0)
+    for size in sizes:
+        total = _add(total, size)
+    return total
+
+
+def _torch_names(cell: Cell, groups: list[LinearGroup]) -> tuple[tuple[str, str], ...]:
+    """``(("x_b", "ih"), ("h_b", "hh"))`` when ``cell`` is a PyTorch-layout seed whose fused rows are in
+    nn.LSTM's gate order (i, f, g, o) or nn.GRU's (r, z, n); else ``()``."""
+    from archsearch.search_spaces import seed
+
+    graph = {k: v for k, v in cell.to_dict().items() if k not in ("name", "doc")}
+    members = {g.param: g.members for g in groups}
+    for name, gates in TORCH_LAYOUT_SEEDS.items():
+        reference = {k: v for k, v in seed(name).to_dict().items() if k not in ("name", "doc")}
+        rows = {"x_b": [f"{g}_W" for g in gates], "h_b": [f"{g}_W_1" for g in gates]}
+        if graph == reference and members == rows:
+            return (("x_b", "ih"), ("h_b", "hh"))
+    return ()
+
+
+def _folded_partners(groups: list[LinearGroup], offsets) -> dict[str, tuple[str, Size, Size]]:
     """Partner groups all of whose linears are paired with x: their step is ``addmm(xp_part, s, W.T)``.
 
     Returns partner param -> (x group param, first column inside that x group, width).
@@ -149,21 +193,23 @@ def _folded_partners(groups: list[LinearGroup], offsets) -> dict[str, tuple[str,
     by_param = {g.param: g for g in groups}
     folded = {}
     for xg in (g for g in groups if g.source == "x"):
-        start = 0
+        start: Size = (0, 0)
         for partner, plist in xg.pairs.items():
-            width = sum(offsets[xl][2] for _, xl in plist)
+            width = _sum_sizes(offsets[xl][2] for _, xl in plist)
             if len(by_param[partner].members) == len(plist):
                 folded[partner] = (xg.param, start, width)
-            start += width
+            start = _add(start, width)
     return folded
 
 
 class _StepWriter:
-    def __init__(self, cell, n, groups, offsets, pairs, users, folded, batched):
+    def __init__(self, cell, groups, offsets, pairs, users, folded, batched):
         self.cell: Cell = cell
-        self.folded: dict[str, tuple[str, int, int]] = folded
+        self.folded: dict[str, tuple[str, Size, Size]] = folded
         self.batched = batched
-        self.n = n
+        taken = {node.name for node in cell}
+        self.n = next(name for name in ("n", "units", *(f"n{'_' * i}" for i in range(1, 1000))) if name not in taken)
+        self.uses_n = False  # a size was written: the step starts with n = self.hidden_size
         self.groups: list[LinearGroup] = groups
         self.offsets = offsets
         self.pairs: dict[str, tuple[str, str]] = pairs
@@ -191,35 +237,43 @@ class _StepWriter:
             self._project(name)
         outs = ", ".join(self.cell.outputs) + ("," if len(self.cell.outputs) == 1 else "")
         self.emit(f"return ({outs})")
-        header = f"def step(self, x, xp, {', '.join(states)}):"
-        return "\n".join([header, *self.lines]) + "\n"
+        header = [f"def step(self, x, xp, {', '.join(states)}):"]
+        if self.uses_n:
+            header.append(f"    {self.n} = self.hidden_size  # sizes below are in units of the hidden size")
+        return "\n".join([*header, *self.lines]) + "\n"
+
+    def size(self, size: Size) -> str:
+        """``size`` as Python text (``2 * n + 1``)."""
+        self.uses_n = self.uses_n or size[0] != 0
+        return _size_code(size, self.n)
 
     def _split_input_projections(self) -> None:
         x_groups = [g for g in self.groups if g.source == "x"]
         if not x_groups:
             return
-        start = 0
+        start: Size = (0, 0)
         for g in x_groups:
             names, sizes = [], []
             for partner, plist in g.pairs.items():
                 names.append(f"xp_{partner}")
-                sizes.append(sum(self.offsets[xl][2] for _, xl in plist))
+                sizes.append(_sum_sizes(self.offsets[xl][2] for _, xl in plist))
             paired = {xl for plist in g.pairs.values() for _, xl in plist}
             for m in g.members:
                 if m not in paired:
                     names.append(m)
                     sizes.append(self.offsets[m][2])
-            total = sum(sizes)
-            part = "xp" if len(x_groups) == 1 else f"xp[..., {start}:{start + total}]"
-            start += total
+            total = _sum_sizes(sizes)
+            end = _add(start, total)
+            part = "xp" if len(x_groups) == 1 else f"xp[..., {self.size(start)}:{self.size(end)}]"
+            start = end
             self._split(part, names, sizes)
             self._define([m for m in names if m in g.members])
 
-    def _split(self, expr: str, names: list[str], sizes: list[int]) -> None:
+    def _split(self, expr: str, names: list[str], sizes: list[Size]) -> None:
         if len(names) == 1:
             self.emit(f"{names[0]} = {expr}")
         else:
-            self.emit(f"{', '.join(names)} = torch.split({expr}, {sizes}, dim=-1)")
+            self.emit(f"{', '.join(names)} = torch.split({expr}, [{', '.join(map(self.size, sizes))}], dim=-1)")
 
     def _project(self, source: str) -> None:
         """Emit the fused matmul(s) of every linear that reads ``source``."""
@@ -230,7 +284,7 @@ class _StepWriter:
             proj = f"p_{g.param}"
             paired = [(add, sl) for add, (_, sl) in self.pairs.items() if sl in g.members]
             rest = [m for m in g.members if m not in {sl for _, sl in paired}]
-            width = sum(self.offsets[sl][2] for _, sl in paired)
+            width = _sum_sizes(self.offsets[sl][2] for _, sl in paired)
             if g.param in self.folded:  # xp_ already holds this group's bias: one fused multiply-add
                 sums = f"s_{g.param}"
                 if self.batched:
@@ -245,11 +299,11 @@ class _StepWriter:
             self.emit(f"{proj} = {linear}({source}, {weight}{bias})")
             if paired:
                 sums = f"s_{g.param}"
-                head = f"{proj}[..., :{width}]" if rest else proj
+                head = f"{proj}[..., :{self.size(width)}]" if rest else proj
                 self.emit(f"{sums} = {head} + xp_{g.param}")
                 self._split(sums, [add for add, _ in paired], [self.offsets[sl][2] for _, sl in paired])
             if rest:
-                self._split(f"{proj}[..., {width}:]" if paired else proj, rest, [self.offsets[m][2] for m in rest])
+                self._split(f"{proj}[..., {self.size(width)}:]" if paired else proj, rest, [self.offsets[m][2] for m in rest])
             self._define([add for add, _ in paired] + rest)
 
     def _define(self, names: list[str]) -> None:

@@ -1,24 +1,29 @@
 """Write a discovered cell as a standalone PyTorch module (a ``.py`` file that needs only torch).
 
-The file holds the compiler's own generated step function for the validated
-graph, its helpers, and an ``nn.LSTM``-like wrapper:
-``Cell(input_size, hidden_size, num_layers=1, batch_first=False)`` with
-``forward(input, hx=None) -> (output, hx)``. Parameter names equal the
-in-framework module's, so ``state_dict``s move between the two unchanged.
+The file is the compiler's runtime (:mod:`archsearch.compiler._runtime`, copied verbatim),
+the cell's :class:`~archsearch.compiler.Layout` as plain data, its generated step function,
+and a class with ``nn.LSTM``'s interface:
+``Cls(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0)``,
+``forward(input, hx=None) -> (output, hx)``. The class is ``archsearch.compile``'s module:
+same code, init, speed (deferred weight gradients) and parameter names, so ``state_dict``s
+move between the two unchanged (torch-lstm/torch-gru: nn.LSTM's/nn.GRU's names).
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 import keyword
+import math
 import re
 import textwrap
 
-from archsearch.compiler import HELPERS_SOURCE, plan_cell
+from archsearch.compiler import _runtime, plan_cell
+from archsearch.compiler._runtime import Layout
 from archsearch.errors import CompileError
-from archsearch.ir import SCALAR, Cell
+from archsearch.ir import Cell
 
-_TEMPLATE = '''"""{title}
+_HEADER = '''"""{title}
 
 A recurrent cell exported by archsearch (structural hash {hash}); needs only torch.
 
@@ -26,96 +31,51 @@ Equations (paper notation; x_t is the layer input, state 0 is the output h):
 
 {equations}
 
-Usage, like torch.nn.LSTM:
+Usage, like torch.nn.{like}:
 
-    cell = {cls}(input_size, {hidden}, num_layers=1, batch_first=False)
-    output, hx = cell(input)          # input (T, B, input_size) or (B, T, input_size)
+    rnn = {cls}(input_size, hidden_size, num_layers={layers}, bias=True, batch_first=False, dropout=0.0)
+    output, hx = rnn(input)   # input (T, B, input_size), (B, T, input_size) with batch_first, or unbatched (T, input_size)
+    output, hx = rnn(input, hx)
+    # output: (T, B, hidden_size) (the h of the last layer at every step)
     # hx: {hx_doc}
+    hx = rnn.initial_state(batch)   # zeros
 
-This file was generated for hidden_size={hidden} (the step code has the sizes of the
-gate slices written in); export again with --hidden-size for another size.
+{cls} takes any input_size and hidden_size{raw_x_note}{hidden_note}. {layers_note}
+Parameters (rnn.state_dict() keys; k = layer):
+
+{params}
+
+Everything below up to "the cell" is the archsearch runtime, copied verbatim: the same code
+archsearch.compile runs (init, deferred weight gradients, nn.LSTM-like interface).
+torch.export.export works; torch.jit.script does not (the step is a Python function).
 """
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+'''
 
-HIDDEN_SIZE = {hidden}
-STATE_NAMES = {state_names!r}
-STATE_WIDTHS = {state_widths!r}  # 1: a scalar state per example (e.g. an HM-LSTM boundary)
-USES_RAW_INPUT = {raw_x!r}  # reads x_t without a linear map: input_size must equal hidden_size
-X_GROUPS = {x_groups!r}  # (parameter, has bias) of each fused map of x, in column order
-# partner map whose every linear is summed with one of x's: its bias is added to x's projection once, here
-FOLDED = {folded!r}  # partner -> (x parameter, first column, width)
-{helpers}
+_CELL = '''
 
-# ---------------------------------------------------------------- the generated step (one time step)
+# ==================================================================== the cell
+LAYOUT = Layout.from_dict({layout})
+
+
 {step}
 
-class {cls}Layer(nn.Module):
-    """One layer: forward(x (T, B, D), state tuple of (B, width)) -> (h over time (T, B, H), state)."""
+class {cls}(RecurrentStack):
+    """{title_line}: nn.{like}'s interface; see the module docstring."""
 
-    def __init__(self, input_size: int, hidden_size: int = HIDDEN_SIZE):
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-{params}
-    def input_projections(self, x):
-        """Every linear map of x (plus the folded partner biases), for all time steps at once: (T, B, P)."""
-        parts = []
-        for param, has_bias in X_GROUPS:
-            weight = getattr(self, "weight_" + param)
-            bias = getattr(self, "bias_" + param) if has_bias else weight.new_zeros(weight.shape[0])
-            for partner, (target, start, width) in FOLDED.items():
-                if target == param and hasattr(self, "bias_" + partner):
-                    pieces = [bias[:start], bias[start : start + width] + getattr(self, "bias_" + partner)[:width]]
-                    bias = torch.cat(pieces + [bias[start + width :]])
-            parts.append(F.linear(x, weight, bias))
-        if not parts:
-            return x.new_zeros(x.shape[0], x.shape[1], 0)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-
-    def forward(self, x, state):
-        xp = self.input_projections(x)  # (T, B, P)
-        outputs = []
-        for x_t, xp_t in zip(x.unbind(0), xp.unbind(0)):
-            state = step(self, x_t, xp_t, *state)
-            outputs.append(state[0])
-        return torch.stack(outputs), state
-
-
-class {cls}(nn.Module):
-    """{title} with an nn.LSTM-like interface."""
-
-    def __init__(self, input_size: int, hidden_size: int = HIDDEN_SIZE, num_layers: int = {layers}, batch_first: bool = False):
-        super().__init__()
-        if hidden_size != HIDDEN_SIZE:
-            raise ValueError(f"this file was generated for hidden_size={{HIDDEN_SIZE}}, got {{hidden_size}}; export again")
-        if USES_RAW_INPUT and input_size != hidden_size:
-            raise ValueError(f"this cell reads x_t directly, so input_size must equal hidden_size ({{hidden_size}})")
-        if num_layers < 1 or (num_layers > 1 and {depth} > 1):
-            raise ValueError("num_layers must be >= 1, and 1 for cells that contain their own layers")
-        self.input_size, self.hidden_size, self.num_layers, self.batch_first = input_size, hidden_size, num_layers, batch_first
-        self.layers = nn.ModuleList(
-            {cls}Layer(input_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers)
-        )
-
-    def initial_state(self, batch: int, device=None, dtype=None):
-        widths = [1 if w == 1 else self.hidden_size for w in STATE_WIDTHS]
-        return tuple(torch.zeros(self.num_layers, batch, w, device=device, dtype=dtype) for w in widths)
-
-    def forward(self, input, hx=None):
-        x = input.transpose(0, 1) if self.batch_first else input  # (T, B, D)
-        if hx is None:
-            hx = self.initial_state(x.shape[1], x.device, x.dtype)
-        elif isinstance(hx, torch.Tensor):
-            hx = (hx,)
-        new = []
-        for i, layer in enumerate(self.layers):
-            x, state = layer(x, tuple(s[i] for s in hx))
-            new.append(state)
-        hx = tuple(torch.stack(s) for s in zip(*new))  # each (num_layers, B, width)
-        output = x.transpose(0, 1) if self.batch_first else x
-        return output, (hx[0] if len(hx) == 1 else hx)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int{hidden_default},
+        num_layers: int = {layers},
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        *,
+        init_scale: float = 1.0,
+    ):
+        super().__init__(LAYOUT, step, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         init_scale=init_scale, hx_tensor={hx_tensor})
 '''
 
 
@@ -138,53 +98,129 @@ def _check_source(source: str, cls: str) -> None:
         raise CompileError(f"generated source does not define class {cls!r}")
 
 
+def export_class_name(cell: Cell) -> str:
+    """The name of the class ``export_source(cell)`` writes (``lstm-b`` -> ``LstmB``)."""
+    return _class_name(cell.name)
+
+
 def _class_name(name: str) -> str:
     words = re.split(r"[^A-Za-z0-9]+", name)
     cls = "".join(w[:1].upper() + w[1:] for w in words if w) or "Cell"
     return cls if cls[0].isalpha() else "Cell" + cls
 
 
-def export_source(cell: Cell, hidden_size: int, num_layers: int = 1, class_name: str | None = None) -> str:
-    """The source text of a standalone module for ``cell`` (validated here)."""
-    cell.validate()
-    if hidden_size < 1:
-        raise CompileError(f"hidden_size must be positive, got {hidden_size}")
-    plan = plan_cell(cell, hidden_size)
-    cls = class_name or _class_name(cell.name)
-    params = []
-    for g in plan.groups:
-        rows = sum(plan.offsets[m][2] for m in g.members)
-        cols = "input_size" if g.source == "x" else "hidden_size"
-        params.append(f"        self.weight_{g.param} = nn.Parameter(torch.empty({rows}, {cols}))")
+def _literal(value) -> str:
+    """``value`` (tuples, dicts, strings, numbers) as Python literal text; strings are ASCII-escaped."""
+    if isinstance(value, str):
+        return ascii(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CompileError(f"cannot write the non-finite number {value!r} into an exported file")
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_literal, value)) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    raise CompileError(f"cannot write a {type(value).__name__} into an exported file")
+
+
+def layout_literal(layout: Layout) -> str:
+    """The layout as a dict literal (one entry per line) that reads back with ``ast.literal_eval``."""
+    data = layout.to_dict()
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+            items = "".join(f"        {_literal(v)},\n" for v in value)
+            lines.append(f"    {_literal(key)}: (\n{items}    ),")
+        else:
+            lines.append(f"    {_literal(key)}: {_literal(value)},")
+    text = "{\n" + "\n".join(lines) + "\n}"
+    if ast.literal_eval(text) != data:  # plain data only: nothing in it can run
+        raise CompileError("the exported layout does not read back as written")
+    return text
+
+
+def _size_text(size: tuple[int, int], n: str = "hidden_size") -> str:
+    a, b = size
+    return " + ".join(([n if a == 1 else f"{a}*{n}"] if a else []) + ([str(b)] if b or not a else []))
+
+
+def _params_doc(layout: Layout) -> str:
+    names = dict(layout.torch_names)
+    lines = []
+    for g in layout.groups:
+        cols = "input_size if k == 0 else hidden_size" if g.source == "x" else "hidden_size"
+        rows = _size_text(g.rows)
+        members = ", ".join(s.name for s in layout.slots if s.param == g.param)
+        reads = "x" if g.source == "x" else g.source
+        if g.param in names:
+            weight, bias = f"weight_{names[g.param]}_l{{k}}", f"bias_{names[g.param]}_l{{k}}"
+        else:
+            weight, bias = f"layers.{{k}}.weight_{g.param}", f"layers.{{k}}.bias_{g.param}"
+        lines.append(f"    {weight}: ({rows}, {cols}), the linears of {reads}: {members}")
         if g.bias:
-            params.append(f"        self.bias_{g.param} = nn.Parameter(torch.empty({rows}))")
-    if plan.uses_slope:
-        params.append('        self.register_buffer("slope", torch.tensor(1.0))  # hard-sigmoid slope a (annealed in training)')
-    params.append("        bound = 1.0 / hidden_size**0.5")
-    params.append("        for p in self.parameters():")
-    params.append("            nn.init.uniform_(p, -bound, bound)")
-    single = len(cell.states) == 1
-    hx_doc = ("a tensor (num_layers, B, hidden_size), as nn.GRU" if single else
-              "a tuple (" + ", ".join(s.name for s in cell.states) + "), each (num_layers, B, width), as nn.LSTM")
+            lines.append(f"    {bias}: ({rows},)")
+    if layout.uses_slope:
+        lines.append("    layers.{k}.slope: a buffer, the hard-sigmoid slope (set_slope(a) anneals it)")
+    if not lines:
+        lines.append("    (none: this cell has no parameters)")
+    lines.append("    (each linear's rows, in the order listed: hidden_size rows, or 1 for a scalar gate)")
+    return "\n".join(map(_docstring_text, lines))
+
+
+def export_source(cell: Cell, hidden_size: int | None = None, num_layers: int = 1, class_name: str | None = None) -> str:
+    """The source text of a standalone module for ``cell`` (validated here).
+
+    The class takes any sizes; ``hidden_size`` only sets the default of its ``hidden_size``
+    argument (e.g. the size the search trained), ``num_layers`` the default of ``num_layers``.
+    """
+    cell.validate()
+    if hidden_size is not None and hidden_size < 1:
+        raise CompileError(f"hidden_size must be positive, got {hidden_size}")
+    if num_layers < 1 or (cell.depth > 1 and num_layers != 1):
+        raise CompileError(f"num_layers must be 1 for cell {cell.name!r} (it has {cell.depth} layers inside)"
+                           if num_layers >= 1 else f"num_layers must be at least 1, got {num_layers}")
+    plan = plan_cell(cell, hidden_size or 1)
+    layout = plan.layout
+    cls = class_name or _class_name(cell.name)
     if not cls.isidentifier() or keyword.iskeyword(cls):
         raise CompileError(f"class name {cls!r} is not a Python identifier")
-    source = _TEMPLATE.format(
-        title=_docstring_text(f"{cls}: the archsearch cell {cell.name!r}"),
+    single = len(cell.states) == 1
+    like = "GRU" if single else "LSTM"
+    widths = ["1" if scalar else "hidden_size" for _, scalar in layout.states]
+    if single:
+        hx_doc = "a tensor (num_layers, B, hidden_size), as nn.GRU's h"
+    else:
+        shapes = ", ".join(f"{name} (num_layers, B, {w})" for (name, _), w in zip(layout.states, widths))
+        hx_doc = f"a tuple of {len(widths)} tensors, one per state: {shapes}; (h, c) for nn.LSTM's order"
+        if [name for name, _ in layout.states][:2] != ["h", "c"] or len(widths) != 2:
+            hx_doc = f"a tuple of {len(widths)} tensors, one per state (state 0 is the output h): {shapes}"
+    default = "" if hidden_size is None else f" = {int(hidden_size)}"
+    title = _docstring_text(f"{cls}: the archsearch cell {cell.name!r}")
+    header = _HEADER.format(
+        title=title,
         hash=cell.structural_hash(),
         equations=textwrap.indent("\n".join(map(_docstring_text, cell.equations().splitlines())), "    "),
+        like=like,
         cls=cls,
-        hidden=hidden_size,
-        hx_doc=hx_doc,
-        state_names=tuple(s.name for s in cell.states),
-        state_widths=tuple(1 if s.width == SCALAR else "n" for s in cell.states),
-        raw_x=cell.uses_raw_x(),
-        helpers=HELPERS_SOURCE,
-        step=plan.source,
-        params="\n".join(params) + "\n",
-        x_groups=[(g.param, g.bias) for g in plan.groups if g.source == "x"],
-        folded=dict(getattr(plan, "folded", {})),
+        hidden_note="" if hidden_size is None else f" (hidden_size defaults to {int(hidden_size)})",
         layers=num_layers,
-        depth=cell.depth,
+        hx_doc=hx_doc,
+        raw_x_note=" (input_size must equal hidden_size: the cell reads x_t without a linear map)" if layout.raw_x else "",
+        layers_note=(f"This cell has {cell.depth} layers inside, so num_layers is 1." if cell.depth > 1 else
+                     "num_layers stacks layers (layer k+1 reads layer k's h), dropout acts between them."),
+        params=_params_doc(layout),
     )
+    body = _CELL.format(
+        layout=layout_literal(layout),
+        step=plan.source,
+        cls=cls,
+        title_line=title,
+        like=like,
+        hidden_default=default,
+        layers=num_layers,
+        hx_tensor=single,
+    )
+    source = header + inspect.getsource(_runtime) + body
     _check_source(source, cls)
     return source
