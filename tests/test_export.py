@@ -321,3 +321,27 @@ def test_cli_export_prints_the_class_and_how_to_construct_it(tmp_path, capsys, m
     exec("\n".join(usage), namespace)  # the printed lines work as printed
     output, (h, c) = namespace["rnn"](torch.randn(3, 2, 4))
     assert output.shape == (3, 2, 9) and h.shape == c.shape == (2, 2, 9)
+
+
+def test_a_language_model_swaps_nn_lstm_for_the_exported_class_in_one_line(tmp_path):
+    """The README's before/after: same constructor call, and the LM's whole state_dict moves across strictly."""
+    TorchLstm = _load(tmp_path, archsearch.seed("torch-lstm")).TorchLstm
+
+    class LM(torch.nn.Module):
+        def __init__(self, rnn_class):
+            super().__init__()
+            self.emb = torch.nn.Embedding(11, 6)
+            self.rnn = rnn_class(6, 5, num_layers=2, dropout=0.5)  # the one line that changes
+            self.out = torch.nn.Linear(5, 11)
+
+        def forward(self, tokens, hidden=None):
+            output, hidden = self.rnn(self.emb(tokens), hidden)
+            return self.out(output), hidden
+
+    before, after = LM(torch.nn.LSTM).eval(), LM(TorchLstm).eval()
+    after.load_state_dict(before.state_dict(), strict=True)
+    tokens = torch.randint(0, 11, (7, 3))
+    (logits, (h, c)), (expected, (h_ref, c_ref)) = after(tokens), before(tokens)
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(after(tokens, (h, c))[0], before(tokens, (h_ref, c_ref))[0])
+    before.load_state_dict(after.state_dict(), strict=True)

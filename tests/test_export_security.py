@@ -97,3 +97,19 @@ def test_escaped_export_still_computes_like_the_compiled_cell(tmp_path):
 def test_a_class_name_that_is_not_an_identifier_is_refused():
     with pytest.raises(archsearch.errors.CompileError, match="not a Python identifier"):
         export_source(archsearch.seed("gru"), 4, class_name="Bad; import os")
+
+
+@pytest.mark.parametrize("name", archsearch.seeds())
+def test_the_layout_in_an_exported_file_is_plain_data(name):
+    """LAYOUT = Layout.from_dict(<a literal>): ast.literal_eval reads it back, so nothing in it can run."""
+    import ast
+
+    from archsearch.compiler import Layout, plan_cell
+
+    tree = ast.parse(export_source(archsearch.seed(name), 8))
+    (assign,) = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "LAYOUT"]
+    call = assign.value
+    assert isinstance(call, ast.Call) and ast.unparse(call.func) == "Layout.from_dict" and len(call.args) == 1
+    data = ast.literal_eval(call.args[0])
+    layout = plan_cell(archsearch.seed(name), 8).layout
+    assert data == layout.to_dict() and Layout.from_dict(data) == layout
