@@ -73,11 +73,32 @@ def test_train_cuda_without_cuda() -> None:
 
 
 def test_baselines_json_and_table() -> None:
-    args = ["baselines", "--tasks", "xml", "--cells", "tanh", "gru", "--scale", "tiny", "--settings", "1"]
+    cells = ["tanh", "lstm-f", "lstm", "gru"]
+    args = ["baselines", "--tasks", "xml", "--cells", *cells, "--scale", "tiny", "--settings", "1", "--jobs", "2"]
     out = _run(*args, "--json")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(summary["best"]) == {"tanh", "gru"} and len(summary["runs"]) == 2
-    assert summary["runs"][0]["hparams"] == summary["runs"][1]["hparams"]  # the same setting for every cell
+    assert set(summary["best"]) == set(cells) and len(summary["runs"]) == 4
+    assert len({json.dumps(run["hparams"]) for run in summary["runs"]}) == 1  # the same setting for every cell
+    best = {run["cell"]: run["metric"] for run in summary["runs"]}
+    estimate = summary["separation"]["xml"]["estimate"]
+    assert estimate["value"] == pytest.approx(min(best["lstm"], best["gru"]) / max(best["tanh"], best["lstm-f"]))
+    assert estimate["low"] == estimate["high"] == estimate["value"] and estimate["settings"] == 1  # one setting
+    assert summary["separation"]["xml"]["paper"] == pytest.approx(0.4247 / 0.3205)
+    assert summary["seconds_per_run"] > 0 and 0 < summary["cpu_seconds_per_run"]
+    assert all(run["cpu_seconds"] > 0 for run in summary["runs"])
     assert "nosuch" in _error(_run("baselines", "--cells", "nosuch"))
     assert "--settings must be at least 1" in _error(_run("baselines", "--settings", "0"))
+
+
+
+def test_baselines_text_shows_separation_and_time(capsys) -> None:
+    from archsearch.cli._baselines import print_separation
+
+    seps = {"arithmetic": {"estimate": {"value": 1.8, "low": 1.2, "high": 2.4}, "paper": 3.025},
+            "memorize": {"estimate": None, "paper": None}}
+    print_separation(seps, {"runs": 8, "seconds_per_run": 12.34, "cpu_seconds_per_run": 10.0})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["arithmetic:", "1.800", "[1.200-2.400]", "paper", "3.02"]
+    assert lines[2].split()[:2] == ["memorize:", "-"]
+    assert lines[3] == "8 runs: 12.3 s wall, 10.0 s CPU per run"

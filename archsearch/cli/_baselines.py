@@ -2,7 +2,9 @@
 
 Every cell trains on the same settings of a task (drawn with ``sample_hparams``
 from a fixed seed) with the same training seeds, so the table compares cells,
-not luck in the draw. The table shows each cell's best validation metric per task.
+not luck in the draw. The table shows each cell's best validation metric per task;
+below it, per task, the separation ratio (``archsearch.baselines``) with its bootstrap
+interval beside the paper's, and the wall and CPU time per run.
 """
 
 from __future__ import annotations
@@ -10,28 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import zlib
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from archsearch.baselines import PAPER_CELLS, PAPER_TABLE1, make_jobs, paper_separation, paper_task, run_jobs, score_matrix, separation
 from archsearch.cli._cells import load_cell
 from archsearch.cli._train import add_run_options, finite, load_task, setup_torch
 from archsearch.errors import CLIUsageError
-
-PAPER_CELLS = ["tanh", "lstm", "lstm-f", "lstm-i", "lstm-o", "lstm-b", "gru", "mut1", "mut2", "mut3"]
-# Jozefowicz et al. 2015, Table 1: best accuracy (PTB: exp(-NLL)) per architecture.
-PAPER_TABLE1: dict[str, dict[str, float]] = {
-    "tanh": {"arithmetic": 0.29493, "xml": 0.32050, "ptb": 0.08782},
-    "lstm": {"arithmetic": 0.89228, "xml": 0.42470, "ptb": 0.08912},
-    "lstm-f": {"arithmetic": 0.29292, "xml": 0.23356, "ptb": 0.08808},
-    "lstm-i": {"arithmetic": 0.75109, "xml": 0.41371, "ptb": 0.08662},
-    "lstm-o": {"arithmetic": 0.86747, "xml": 0.42117, "ptb": 0.08933},
-    "lstm-b": {"arithmetic": 0.90163, "xml": 0.44434, "ptb": 0.08952},
-    "gru": {"arithmetic": 0.89565, "xml": 0.45963, "ptb": 0.09069},
-    "mut1": {"arithmetic": 0.92135, "xml": 0.47483, "ptb": 0.08968},
-    "mut2": {"arithmetic": 0.89735, "xml": 0.47324, "ptb": 0.09036},
-    "mut3": {"arithmetic": 0.90728, "xml": 0.46478, "ptb": 0.09161},
-}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,47 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settings", type=int, default=2, help="random settings per task (default 2)")
     add_run_options(p)
     p.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes (default 1)")
-    p.add_argument("--json", action="store_true", help="print runs and table as one JSON object")
+    p.add_argument("--json", action="store_true", help="print runs, table and separation as one JSON object")
     p.set_defaults(func=run_baselines)
-
-
-def draw_settings(tasks: list, count: int, seed: int) -> dict[str, list]:
-    """``count`` random settings per task, the same for every cell; independent per task name."""
-    import numpy as np
-
-    from archsearch.train import sample_hparams
-
-    draws = {}
-    for task in tasks:
-        rng = np.random.default_rng([seed, zlib.crc32(task.name.encode())])
-        draws[task.name] = [sample_hparams(rng, task.param_budgets) for _ in range(count)]
-    return draws
-
-
-def _train_one(job: dict[str, Any]) -> dict[str, Any]:
-    """One run, in a worker process or inline: returns the JSON-ready record."""
-    import torch
-
-    from archsearch.train import HyperParams, task_config, train
-
-    torch.set_num_threads(job["threads"])
-    cell, task = load_cell(job["cell"]), load_task(job["task"], job["data_dir"])
-    hp = HyperParams.from_dict(job["hparams"])
-    result = train(cell, task, hp, task_config(job["scale"], task), seed=job["seed"], device=job["device"])
-    record = result.to_dict()
-    del record["history"]
-    return {**record, "cell": job["cell"], "setting": job["setting"], "hparams": job["hparams"]}
-
-
-def make_jobs(args: argparse.Namespace, tasks: list) -> list[dict[str, Any]]:
-    draws = draw_settings(tasks, args.settings, args.seed)
-    return [
-        {"cell": cell, "task": task.name, "setting": i, "hparams": hp.to_dict(), "seed": args.seed * 1000 + i,
-         "scale": args.scale, "data_dir": args.data_dir, "device": args.device, "threads": args.threads}
-        for task in tasks
-        for i, hp in enumerate(draws[task.name])
-        for cell in args.cells
-    ]
 
 
 def best_table(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -92,6 +39,22 @@ def best_table(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
         if current is None or run["metric"] > current["metric"]:
             best[run["cell"]][run["task"]] = run
     return best
+
+
+def separations(runs: list[dict[str, Any]], tasks: list[str], seed: int) -> dict[str, dict[str, Any]]:
+    """task -> the separation estimate (None without the four cells) and the paper's ratio."""
+    out = {}
+    for task in tasks:
+        estimate = separation(score_matrix(runs, task), seed=seed)
+        out[task] = {"estimate": None if estimate is None else estimate.to_dict(), "paper": paper_separation(task)}
+    return out
+
+
+def timing(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean wall and CPU seconds per training run."""
+    n = max(len(runs), 1)
+    return {"runs": len(runs), "seconds_per_run": sum(r["seconds"] for r in runs) / n,
+            "cpu_seconds_per_run": sum(r["cpu_seconds"] for r in runs) / n}
 
 
 def _value(run: dict[str, Any] | None) -> str:
@@ -110,17 +73,28 @@ def print_table(args: argparse.Namespace, tasks: list[str], best: dict, seconds:
     table.add_column("cell")
     for task in tasks:
         table.add_column(task, justify="right")
-        if task in PAPER_TABLE1["lstm"]:
-            table.add_column(f"paper {task}", justify="right", style="dim")
+        if paper_task(task) in PAPER_TABLE1["lstm"]:
+            table.add_column(f"paper {paper_task(task)}", justify="right", style="dim")
     for cell in args.cells:
         row = [cell]
         for task in tasks:
             row.append(_value(best.get(cell, {}).get(task)))
-            if task in PAPER_TABLE1["lstm"]:
-                paper = PAPER_TABLE1.get(cell, {}).get(task)
+            if paper_task(task) in PAPER_TABLE1["lstm"]:
+                paper = PAPER_TABLE1.get(cell, {}).get(paper_task(task))
                 row.append("-" if paper is None else f"{paper:.5f}")
         table.add_row(*row)
     Console(width=200).print(table)
+
+
+def print_separation(seps: dict[str, dict[str, Any]], times: dict[str, float]) -> None:
+    """One line per task: the ratio, its interval and the paper's; then the time per run."""
+    print("separation = min(best lstm, best gru) / max(best tanh, best lstm-f), 95% bootstrap CI over the settings")
+    for task, sep in seps.items():
+        est, paper = sep["estimate"], sep["paper"]
+        ours = ("- (needs tanh, lstm-f, lstm and gru)" if est is None
+                else f"{est['value']:.3f} [{est['low']:.3f}-{est['high']:.3f}]")
+        print(f"  {task}: {ours}  paper {'-' if paper is None else f'{paper:.2f}'}")
+    print(f"{times['runs']} runs: {times['seconds_per_run']:.1f} s wall, {times['cpu_seconds_per_run']:.1f} s CPU per run")
 
 
 def run_baselines(args: argparse.Namespace) -> int:
@@ -135,37 +109,27 @@ def run_baselines(args: argparse.Namespace) -> int:
     for cell in args.cells:
         load_cell(cell).validate()  # fail on a bad name before hours of training
     tasks = [load_task(name, args.data_dir) for name in args.tasks]
-    jobs = make_jobs(args, tasks)
+    jobs = make_jobs(args.cells, tasks, args.settings, args.seed, args.scale, data_dir=args.data_dir,
+                     device=args.device, threads=args.threads)
     started, runs = time.perf_counter(), []
     progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("runs"),
                         TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=Console(stderr=True))
     with progress:
         bar = progress.add_task("baselines", total=len(jobs), last="")
-        for run in _run_jobs(jobs, args.jobs):
+        for run in run_jobs(jobs, args.jobs):
             runs.append(run)
             last = f"{run['cell']} {run['task']} #{run['setting']}: {_value(run)}"
             progress.update(bar, advance=1, last=last)
     seconds = time.perf_counter() - started
     best = best_table(runs)
+    seps, times = separations(runs, args.tasks, args.seed), timing(runs)
     if args.json:
         table = {cell: {task: run["valid"] for task, run in per.items()} for cell, per in best.items()}
         print(json.dumps(finite({"scale": args.scale, "settings": args.settings, "seed": args.seed,
-                                 "tasks": args.tasks, "cells": args.cells, "seconds": seconds,
-                                 "best": table, "paper": PAPER_TABLE1, "runs": runs}), sort_keys=True))
+                                 "tasks": args.tasks, "cells": args.cells, "seconds": seconds, **times,
+                                 "best": table, "paper": PAPER_TABLE1, "separation": seps, "runs": runs}),
+                         sort_keys=True))
     else:
         print_table(args, args.tasks, best, seconds)
+        print_separation(seps, times)
     return 0
-
-
-def _run_jobs(jobs: list[dict[str, Any]], workers: int):
-    """Yield each job's record, inline or from ``workers`` processes (in completion order)."""
-    if workers == 1:
-        for job in jobs:
-            yield _train_one(job)
-        return
-    import multiprocessing
-    from concurrent.futures import as_completed
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in as_completed([pool.submit(_train_one, job) for job in jobs]):
-            yield future.result()

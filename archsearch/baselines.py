@@ -1,0 +1,201 @@
+"""The paper's Table 1 and the separation statistic: does an evaluation tell a tanh RNN from an LSTM?
+
+The *separation* of a task is ``min(best LSTM, best GRU) / max(best tanh, best LSTM-f)``: each cell's
+best search metric over the same N settings (best-of-N), gated cells over cells that cannot keep a memory.
+The paper's Table 1 gives 3.0 on arithmetic and 1.33 on XML. Its confidence interval comes from a paired
+bootstrap over the settings: resample N setting indices with replacement (the same indices for every cell,
+since every cell ran the same settings), take each cell's best over the resample, recompute the statistic.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+PAPER_CELLS = ["tanh", "lstm", "lstm-f", "lstm-i", "lstm-o", "lstm-b", "gru", "mut1", "mut2", "mut3"]
+# Jozefowicz et al. 2015, Table 1: best accuracy (PTB: exp(-NLL)) per architecture.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "tanh": {"arithmetic": 0.29493, "xml": 0.32050, "ptb": 0.08782},
+    "lstm": {"arithmetic": 0.89228, "xml": 0.42470, "ptb": 0.08912},
+    "lstm-f": {"arithmetic": 0.29292, "xml": 0.23356, "ptb": 0.08808},
+    "lstm-i": {"arithmetic": 0.75109, "xml": 0.41371, "ptb": 0.08662},
+    "lstm-o": {"arithmetic": 0.86747, "xml": 0.42117, "ptb": 0.08933},
+    "lstm-b": {"arithmetic": 0.90163, "xml": 0.44434, "ptb": 0.08952},
+    "gru": {"arithmetic": 0.89565, "xml": 0.45963, "ptb": 0.09069},
+    "mut1": {"arithmetic": 0.92135, "xml": 0.47483, "ptb": 0.08968},
+    "mut2": {"arithmetic": 0.89735, "xml": 0.47324, "ptb": 0.09036},
+    "mut3": {"arithmetic": 0.90728, "xml": 0.46478, "ptb": 0.09161},
+}
+GATED = ("lstm", "gru")  # numerator: the weaker of the two
+UNGATED = ("tanh", "lstm-f")  # denominator: the stronger of the two
+SEPARATION_CELLS = GATED + UNGATED
+
+
+def paper_task(task: str) -> str:
+    """The Table 1 column a task is compared with (``ptb-mini`` is compared with PTB)."""
+    return "ptb" if task == "ptb-mini" else task
+
+
+def ratio(best: Mapping[str, float]) -> float:
+    """``min(best[lstm], best[gru]) / max(best[tanh], best[lstm-f])``; inf if only the denominator is 0, nan if both."""
+    top = min(best[c] for c in GATED)
+    bottom = max(best[c] for c in UNGATED)
+    if bottom > 0:
+        return top / bottom
+    return float("inf") if top > 0 else float("nan")
+
+
+def paper_separation(task: str) -> float | None:
+    """The separation in the paper's Table 1 (arithmetic 3.0, XML 1.33, PTB 1.01), None for other tasks."""
+    column = paper_task(task)
+    if column not in PAPER_TABLE1["lstm"]:
+        return None
+    return ratio({cell: PAPER_TABLE1[cell][column] for cell in SEPARATION_CELLS})
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic of best-of-N results with a bootstrap percentile interval."""
+
+    value: float
+    low: float
+    high: float
+    settings: int  # N, the settings every cell ran
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, float]:
+        return {"value": self.value, "low": self.low, "high": self.high, "settings": self.settings, "level": self.level}
+
+    def __str__(self) -> str:
+        percent = round(100 * self.level)
+        return f"{self.value:.3f} [{percent}% CI {self.low:.3f}-{self.high:.3f}]"
+
+
+def bootstrap(
+    scores: Mapping[str, Sequence[float]],
+    statistic: Callable[[dict[str, float]], float],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """``statistic`` of each cell's best score, with a paired bootstrap interval over the settings.
+
+    Args:
+        scores: cell -> its search metric on settings 0..N-1 (the same settings for every cell, in the
+            same order; a diverged run counts 0).
+        statistic: maps cell -> best score to a number.
+        resamples: bootstrap resamples of the N settings.
+        level: coverage of the percentile interval.
+        seed: bootstrap randomness.
+
+    Raises:
+        ValueError: no cells, no settings, or cells with different numbers of settings.
+    """
+    table = {cell: np.asarray(values, dtype=float) for cell, values in scores.items()}
+    lengths = {len(v) for v in table.values()}
+    if not table or lengths == {0}:
+        raise ValueError("bootstrap needs at least one cell with at least one setting")
+    if len(lengths) != 1:
+        raise ValueError(f"every cell must have run the same settings; got counts {sorted(lengths)}")
+    n = lengths.pop()
+    cells = list(table)
+    matrix = np.stack([table[c] for c in cells])  # (cells, N)
+    value = statistic(dict(zip(cells, matrix.max(axis=1).tolist())))
+    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    bests = matrix[:, picks].max(axis=2)  # (cells, resamples)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws = np.array([statistic(dict(zip(cells, col))) for col in bests.T.tolist()])
+    tail = (1 - level) / 2
+    finite = draws[~np.isnan(draws)]
+    low, high = (np.quantile(finite, [tail, 1 - tail]).tolist() if finite.size else (float("nan"), float("nan")))
+    return Estimate(value=value, low=low, high=high, settings=n, level=level)
+
+
+def separation(scores: Mapping[str, Sequence[float]], **kwargs) -> Estimate | None:
+    """The separation ratio with its bootstrap interval; None unless tanh, LSTM-f, LSTM and GRU all ran."""
+    if any(cell not in scores for cell in SEPARATION_CELLS):
+        return None
+    return bootstrap({c: scores[c] for c in SEPARATION_CELLS}, ratio, **kwargs)
+
+
+def best_of(cell: str) -> Callable[[dict[str, float]], float]:
+    """The statistic 'best score of ``cell``' (for a per-cell interval with :func:`bootstrap`)."""
+    return lambda best: best[cell]
+
+
+def score_matrix(runs: Sequence[Mapping], task: str) -> dict[str, list[float]]:
+    """cell -> search metric per setting index, from run records (``cell``, ``task``, ``setting``, ``metric``).
+
+    Only settings that every cell has finished are kept, so the cells stay paired.
+    """
+    by_cell: dict[str, dict[int, float]] = {}
+    for run in runs:
+        if run["task"] == task:
+            by_cell.setdefault(run["cell"], {})[int(run["setting"])] = float(run["metric"])
+    if not by_cell:
+        return {}
+    shared = sorted(set.intersection(*(set(v) for v in by_cell.values())))
+    return {cell: [values[i] for i in shared] for cell, values in by_cell.items()}
+
+
+# ---------------------------------------------------------------- running the cells
+def draw_settings(tasks: list, count: int, seed: int) -> dict[str, list]:
+    """``count`` random settings per task, the same for every cell; independent per task name."""
+    from archsearch.train import sample_hparams
+
+    draws = {}
+    for task in tasks:
+        rng = np.random.default_rng([seed, zlib.crc32(task.name.encode())])
+        draws[task.name] = [sample_hparams(rng, task.param_budgets) for _ in range(count)]
+    return draws
+
+
+def make_jobs(cells: Sequence[str], tasks: list, settings: int, seed: int, scale: str, *,
+              data_dir: str | None = None, device: str = "cpu", threads: int = 1) -> list[dict[str, Any]]:
+    """One JSON-ready job per (task, setting, cell): every cell gets the same settings and training seeds."""
+    draws = draw_settings(tasks, settings, seed)
+    return [
+        {"cell": cell, "task": task.name, "setting": i, "hparams": hp.to_dict(), "seed": seed * 1000 + i,
+         "scale": scale, "data_dir": data_dir, "device": device, "threads": threads}
+        for task in tasks
+        for i, hp in enumerate(draws[task.name])
+        for cell in cells
+    ]
+
+
+def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one job (in a worker process or inline); the run's record with ``cpu_seconds`` added."""
+    import torch
+
+    from archsearch.cli._cells import load_cell
+    from archsearch.cli._train import load_task
+    from archsearch.train import HyperParams, task_config, train
+
+    torch.set_num_threads(job["threads"])
+    cell, task = load_cell(job["cell"]), load_task(job["task"], job["data_dir"])
+    hp = HyperParams.from_dict(job["hparams"])
+    cpu = time.process_time()
+    result = train(cell, task, hp, task_config(job["scale"], task), seed=job["seed"], device=job["device"])
+    record = result.to_dict()
+    del record["history"]
+    return {**record, "cpu_seconds": time.process_time() - cpu, "cell": job["cell"], "setting": job["setting"],
+            "hparams": job["hparams"], "scale": job["scale"]}
+
+
+def run_jobs(jobs: Iterable[Mapping[str, Any]], workers: int) -> Iterator[dict[str, Any]]:
+    """Yield each job's record, inline or from ``workers`` spawned processes (in completion order)."""
+    jobs = list(jobs)
+    if workers == 1:
+        for job in jobs:
+            yield run_job(job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
+            yield future.result()

@@ -1,0 +1,80 @@
+"""The separation statistic and its paired bootstrap (archsearch.baselines), on synthetic scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from archsearch.baselines import (
+    PAPER_TABLE1, best_of, bootstrap, paper_separation, ratio, score_matrix, separation,
+)
+
+
+def _scores(gated: float, ungated: float, n: int, spread: float, seed: int = 0) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    return {cell: (centre + spread * rng.standard_normal(n)).clip(0, 1).tolist()
+            for cell, centre in [("tanh", ungated), ("lstm-f", ungated), ("lstm", gated), ("gru", gated)]}
+
+
+def test_ratio_is_weaker_gated_over_stronger_ungated() -> None:
+    assert ratio({"lstm": 0.9, "gru": 0.6, "tanh": 0.2, "lstm-f": 0.3}) == pytest.approx(2.0)
+    assert ratio({"lstm": 0.5, "gru": 0.6, "tanh": 0.0, "lstm-f": 0.0}) == math.inf
+    assert math.isnan(ratio({"lstm": 0.0, "gru": 0.6, "tanh": 0.0, "lstm-f": 0.0}))
+
+
+def test_paper_ratios_from_table1() -> None:
+    assert paper_separation("arithmetic") == pytest.approx(0.89228 / 0.29493)  # 3.03
+    assert paper_separation("xml") == pytest.approx(0.42470 / 0.32050)  # 1.33
+    assert paper_separation("ptb-mini") == pytest.approx(PAPER_TABLE1["lstm"]["ptb"] / PAPER_TABLE1["lstm-f"]["ptb"])
+    assert paper_separation("memorize") is None
+
+
+def test_clear_gap_gives_an_interval_above_one() -> None:
+    est = separation(_scores(0.8, 0.25, n=12, spread=0.05))
+    assert est is not None and est.settings == 12
+    best = {c: max(v) for c, v in _scores(0.8, 0.25, n=12, spread=0.05).items()}
+    assert est.value == pytest.approx(ratio(best))
+    assert 2.0 < est.low <= est.value <= est.high < 4.5
+
+
+def test_no_gap_gives_an_interval_around_one() -> None:
+    est = separation(_scores(0.3, 0.3, n=12, spread=0.05, seed=3))
+    assert est.low < 1.0 < est.high
+
+
+def test_constant_scores_collapse_the_interval_and_seed_repeats() -> None:
+    scores = {"tanh": [0.2] * 5, "lstm-f": [0.1] * 5, "lstm": [0.5] * 5, "gru": [0.7] * 5}
+    est = separation(scores)
+    assert est.value == est.low == est.high == pytest.approx(2.5)
+    noisy = _scores(0.6, 0.3, n=6, spread=0.1)
+    assert separation(noisy, seed=4) == separation(noisy, seed=4)
+
+
+def test_bootstrap_is_paired_over_settings() -> None:
+    # the two cells trade the best setting: paired resamples keep "a" ahead of "b" in every draw
+    scores = {"a": [0.9, 0.5, 0.4], "b": [0.8, 0.45, 0.3]}
+    est = bootstrap(scores, lambda best: best["a"] - best["b"], resamples=500)
+    assert est.low > 0
+    one = bootstrap(scores, best_of("a"), resamples=500)
+    # a resample without setting 0 has best 0.5, or 0.4 when it is setting 2 three times (1/27 > 2.5%)
+    assert one.value == one.high == 0.9 and one.low == 0.4
+    assert bootstrap(scores, best_of("a"), resamples=500, level=0.9).low == 0.5
+
+
+def test_missing_cells_and_ragged_input() -> None:
+    assert separation({"tanh": [0.1], "gru": [0.5]}) is None
+    with pytest.raises(ValueError, match="same settings"):
+        bootstrap({"a": [0.1, 0.2], "b": [0.3]}, best_of("a"))
+    with pytest.raises(ValueError):
+        bootstrap({}, best_of("a"))
+
+
+def test_score_matrix_keeps_settings_every_cell_finished() -> None:
+    runs = [{"cell": c, "task": "xml", "setting": s, "metric": 0.1 * s + (c == "gru")}
+            for c in ("tanh", "gru") for s in range(3)] + [
+        {"cell": "tanh", "task": "xml", "setting": 3, "metric": 0.9},
+        {"cell": "gru", "task": "arithmetic", "setting": 0, "metric": 0.5}]
+    assert score_matrix(runs, "xml") == {"tanh": [0.0, 0.1, 0.2], "gru": [1.0, 1.1, 1.2]}
+    assert score_matrix(runs, "ptb-mini") == {}
