@@ -6,7 +6,7 @@ only when it is called).
 """
 
 from archsearch.mutation._fingerprint import fingerprint, fingerprint_weights
-from archsearch.mutation._mutate import MAX_ATTEMPTS, MAX_TRANSFORMS, MutationError, as_generator, mutate
+from archsearch.mutation._mutate import MAX_ATTEMPTS, MutationError, as_generator, mutate
 from archsearch.mutation._record import AppliedTransform, MutationRecord
 from archsearch.mutation._transforms import (
     FORMS,
@@ -21,7 +21,6 @@ from archsearch.mutation._transforms import (
 __all__ = [
     "FORMS",
     "MAX_ATTEMPTS",
-    "MAX_TRANSFORMS",
     "TRANSFORM_NAMES",
     "AppliedTransform",
     "Form",

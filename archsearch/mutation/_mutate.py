@@ -1,4 +1,14 @@
-"""Mutation of a cell (Jozefowicz et al. 2015, §3.2): 1-3 random transforms, invalid children redrawn."""
+"""Mutation of a cell (Jozefowicz et al. 2015, §3.2): p ~ U[0, 1] sets how many transforms; invalid children redrawn.
+
+The paper: "pick p ~ U[0, 1]; for each node, with probability p apply a random transform ... the value of p
+determines the magnitude of the mutation - this way, most of the mutations are small while some are large".
+Taken literally (probability p per node), a cell of 20-184 nodes would get p x nodes transforms: nearly every
+child large, and more so the larger the parent. We keep the per-node draw but with probability p / nodes, so
+the number of transforms in a pass is Binomial(nodes, p / nodes), about Poisson(p), whatever the graph size;
+a pass that applies nothing is redrawn (a new p). Over p ~ U[0, 1] that gives one transform in about 72% of
+the children, two in 22% and three or more in 6% (before invalid children are redrawn), and the larger p,
+the larger the mutation. No cap: a child may carry any number of transforms.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +24,6 @@ from archsearch.mutation._transforms import Rejected, TransformContext, applicab
 
 log = logging.getLogger(__name__)
 
-MAX_TRANSFORMS = 3  # the paper applies 1-3 transforms
 MAX_ATTEMPTS = 200  # children drawn before giving up on a parent
 MAX_PASSES = 1000  # redraws of p when a pass over the nodes applied nothing
 
@@ -46,13 +55,14 @@ def _reason(err: InvalidGraphError) -> str:
 
 
 def _one_pass(child: Cell, order: list[str], p: float, rng: np.random.Generator,
-              applied: list[AppliedTransform], limit: int) -> None:
-    """Visit ``order``; at each surviving node, with probability p apply one applicable transform."""
+              applied: list[AppliedTransform], limit: int | None) -> None:
+    """Visit ``order``; at each surviving node, with probability p / len(order) apply one applicable transform."""
     ctx: TransformContext | None = None
+    per_node = p / len(order)
     for name in order:
-        if len(applied) >= limit:
+        if limit is not None and len(applied) >= limit:
             return
-        if name not in child or rng.random() >= p:
+        if name not in child or rng.random() >= per_node:
             continue
         ctx = ctx or TransformContext(child)
         kinds = applicable_kinds(ctx, name)
@@ -64,11 +74,11 @@ def _one_pass(child: Cell, order: list[str], p: float, rng: np.random.Generator,
         ctx = None  # the graph changed
 
 
-def _draw_child(parent: Cell, rng: np.random.Generator, limit: int) -> tuple[Cell, float, list[AppliedTransform]]:
+def _draw_child(parent: Cell, rng: np.random.Generator, limit: int | None) -> tuple[Cell, float, list[AppliedTransform]]:
     """One candidate child (not yet validated) with at least one transform applied.
 
-    Nodes are visited in a random (seeded) order: in a fixed topological order a
-    large p would spend all 3 transforms on the first nodes (layer 1 of HM-LSTM).
+    Nodes are visited in a random (seeded) order, so a cap (``limit``) would not
+    favour the first nodes of a topological order (layer 1 of HM-LSTM).
     """
     child = parent.copy()
     nodes = [n.name for n in child if n.op not in SOURCES]
@@ -109,15 +119,16 @@ def mutate(
     cell: Cell,
     rng: np.random.Generator | int | None = None,
     *,
-    max_transforms: int = MAX_TRANSFORMS,
+    max_transforms: int | None = None,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> tuple[Cell, MutationRecord]:
     """Mutate ``cell`` as in §3.2 of the paper; the parent is not changed.
 
     Draws p ~ U[0, 1], visits the non-source nodes (in an order drawn from
-    ``rng``) and at each, with probability p, applies one randomly chosen
-    applicable transform anchored there, stopping after ``max_transforms``; if
-    none applied, p is drawn again. Dead nodes are pruned; a child failing
+    ``rng``) and at each, with probability p / (number of nodes), applies one
+    randomly chosen applicable transform anchored there (so about p transforms
+    per pass whatever the cell's size; see the module docstring); if none
+    applied, p is drawn again. Dead nodes are pruned; a child failing
     :meth:`Cell.validate`, or with a constant node other than ``1``, is
     rejected and a new one is drawn.
 
@@ -125,7 +136,7 @@ def mutate(
         cell: the parent (must be valid).
         rng: a ``numpy.random.Generator`` (advanced in place) or an int seed;
             the same seed gives the same child.
-        max_transforms: at most this many transforms per child (the paper: 3).
+        max_transforms: at most this many transforms per child (None: no cap).
         max_attempts: children drawn before giving up.
 
     Returns:
