@@ -67,7 +67,8 @@ class CannedExecutor(Executor):
 def config(**changes) -> SearchConfig:
     base = SearchConfig(
         name="rules", tasks=("arithmetic", "xml"), seeds=("lstm", "gru"), scale="tiny",
-        settings_per_task=4, init_settings_per_task=4, filter_threshold=0.5, p_reevaluate=0.2, seed=11,
+        settings_per_task=4, init_settings_per_task=4, reference_settings_per_task=4, filter_threshold=0.5,
+        p_reevaluate=0.2, seed=11,
     )
     return base.with_overrides(**changes)
 
@@ -113,3 +114,76 @@ def test_a_redrawn_complete_cell_outside_the_top_list_gets_fresh_settings(tmp_pa
         assert len(keys) == len(set(keys)), "a fresh setting repeated one the cell had run"
         assert not any(e.purpose.startswith("filter") and e.purpose != "filter#1" for e in evals), \
             "a complete cell skips the filter"
+
+
+# ------------------------------------------------------------------ §3.3 settings for children
+def below_the_seeds(job: EvalJob, cell: Cell) -> float:
+    """Children at 96% of the GRU: they pass the gates but never enter a top list of the two seeds."""
+    return {"gru": 1.0, "lstm": 1.02}.get(cell.name, 0.96) * (0.8 + 0.2 * _unit(job.seed, "noise"))
+
+
+def _child_sources(tmp_path, threshold: int) -> tuple[collections.Counter, object, object]:
+    cfg = config(tasks=("arithmetic",), top_size=2, p_reevaluate=0.0, init_settings_per_task=24, reference_settings_per_task=24,
+                 settings_per_task=8, parent_settings_threshold=threshold)
+    storage, record, _ = search(tmp_path, cfg, 400, below_the_seeds, name=f"t{threshold}")
+    counters = record.state["counters"]
+    sources = collections.Counter({k.split(":")[2]: v for k, v in counters.items() if k.startswith("source:task:")})
+    assert sum(sources.values()) >= 280, counters
+    return sources, storage, record
+
+
+def _shares(sources: collections.Counter) -> dict[str, float]:
+    total = sum(sources.values())
+    return {k: v / total for k, v in sources.items()}
+
+
+def test_children_of_a_parent_with_many_settings_take_80_percent_from_its_best(tmp_path):
+    sources, storage, record = _child_sources(tmp_path, threshold=20)  # each seed ran 24 settings: "more than"
+    shares = _shares(sources)
+    assert abs(shares["parent_best"] - 0.8) <= 0.05 and abs(shares["random"] - 0.2) <= 0.05, shares
+    assert set(shares) == {"parent_best", "random"}
+    # the settings counted as the parent's are the parent's settings on that task (random ones rarely are)
+    overlap = 0
+    for arch in storage.list_architectures(record.id):
+        if arch.origin == "mutant":
+            parents = {e.hparams_hash for e in storage.evaluations(architecture_id=arch.parent_id, task="arithmetic")}
+            overlap += sum(e.hparams_hash in parents for e in storage.evaluations(architecture_id=arch.id,
+                                                                                task="arithmetic"))
+    assert sources["parent_best"] <= overlap <= sources["parent_best"] + 5
+
+
+def test_children_of_a_parent_with_few_settings_take_thirds(tmp_path):
+    sources, _, _ = _child_sources(tmp_path, threshold=420)
+    shares = _shares(sources)
+    for source in ("random", "reference_best", "parent_tried"):
+        assert abs(shares[source] - 1 / 3) <= 0.05, shares
+
+
+# ------------------------------------------------------------------ a fixed reference
+def test_the_normalizer_is_fixed_when_initialization_ends(tmp_path):
+    cfg = config(top_size=2, p_reevaluate=0.6, reference_settings_per_task=3, init_settings_per_task=2)
+    storage, record, executor = search(tmp_path, cfg, 150)
+    gru = storage.find_architecture(record.id, name="gru")
+    first = [Cell.from_json(j.graph_json).name for j in executor.jobs[:6]]
+    assert first == ["gru"] * 6, "the reference's settings run first"
+    init = [e for e in storage.evaluations(architecture_id=gru.id) if e.purpose == "init"]
+    assert collections.Counter(e.task for e in init) == {"arithmetic": 3, "xml": 3}
+    frozen = {t: max(e.metric for e in init if e.task == t) for t in cfg.tasks}
+    assert record.normalizers == pytest.approx(frozen)
+    # the GRU was re-evaluated and did better than at initialization: the normalizer did not move
+    live = storage.best_scores(gru.id)
+    assert any(e.purpose.startswith("reeval") for e in storage.evaluations(architecture_id=gru.id))
+    assert any(live[t] > frozen[t] for t in cfg.tasks), (live, frozen)
+    assert storage.normalizers(record.id, "gru") == pytest.approx(frozen)
+    fitness = {a.name: f for a, f, _ in storage.top_k(record.id, 10, list(cfg.tasks), "gru")}
+    assert fitness["gru"] == pytest.approx(min(live[t] / frozen[t] for t in cfg.tasks))
+    # every gate decision divided by the frozen numbers
+    for arch in storage.list_architectures(record.id):
+        best = storage.best_scores(arch.id)
+        if arch.stage.startswith("gated_out:arithmetic"):
+            assert best["arithmetic"] <= 0.9 * frozen["arithmetic"]
+        if arch.stage == "complete" and arch.origin == "mutant":
+            assert all(best[t] > 0.9 * frozen[t] for t in cfg.tasks)
+    # a resumed search keeps them
+    SearchDriver(open_storage(storage.url), cfg, CannedExecutor(), max_evaluations=200).run()
+    assert open_storage(storage.url, read_only=True).get_search(cfg.name).normalizers == record.normalizers

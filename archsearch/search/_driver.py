@@ -129,6 +129,7 @@ class SearchDriver:
                 self._queue.append(ev.id)
                 self._evals[ev.id] = ev
             self._counts[f"evals_{ev.status}"] += 1
+        self._frozen = self.storage.frozen_normalizers(self.search.id) is not None
         self._ensure_seeds()
 
     def _save_state(self) -> None:
@@ -143,7 +144,9 @@ class SearchDriver:
         return self._tasks[name]
 
     def _ensure_seeds(self) -> None:
-        for name in self.config.seeds:
+        """Add the seeds, the reference first: its settings are queued (and run) before the others'."""
+        reference = self.config.reference
+        for name in (reference, *(s for s in self.config.seeds if s != reference)):
             cell = seed_cell(name)
             arch = self.storage.find_architecture(self.search.id, name=name)
             if arch is None:
@@ -155,10 +158,16 @@ class SearchDriver:
                 self._enter(arch, "init")
 
     # ================================================================== stages
-    def _expected(self, stage: str) -> int:
+    def _init_settings(self, arch: ArchitectureRecord) -> int:
+        cfg = self.config
+        if arch.name == cfg.reference and cfg.reference_settings_per_task is not None:
+            return cfg.reference_settings_per_task
+        return cfg.init_settings_per_task
+
+    def _expected(self, stage: str, arch: ArchitectureRecord) -> int:
         base, _ = _stage_parts(stage)
         if base == "init":
-            return self.config.init_settings_per_task * len(self.config.tasks)
+            return self._init_settings(arch) * len(self.config.tasks)
         return 1 if base == "filter" else self.config.settings_per_task
 
     def _stage_task(self, stage: str) -> str | None:
@@ -170,46 +179,61 @@ class SearchDriver:
         if arch.stage != stage:
             self.storage.set_stage(arch.id, stage)
         tasks = self.config.tasks if stage == "init" else [self._stage_task(stage)]
-        per_task = self.config.init_settings_per_task if stage == "init" else self._expected(stage)
+        per_task = self._init_settings(arch) if stage == "init" else self._expected(stage, arch)
+        # §3.3: a child's settings on a search task come from its parent (the filter's one setting is random)
+        parent = None
+        if stage.startswith("task:") and arch.parent_id is not None:
+            parent = self.storage.get_architecture(arch.parent_id)
         cell = Cell.from_json(arch.graph_json)
         for task in tasks:
             rng = np.random.default_rng([self.config.seed, arch.id, zlib.crc32(f"{stage}|{task}".encode())])
-            self._queue_settings(arch, cell, task, per_task, stage, rng)
+            pools = self._pools(parent, task, own=False) if parent is not None else {}
+            self._queue_settings(arch, cell, task, per_task, stage, rng, pools)
 
-    def _queue_settings(self, arch, cell: Cell, task: str, count: int, purpose: str, rng, parent=None) -> None:
+    def _queue_settings(self, arch: ArchitectureRecord, cell: Cell, task: str, count: int, purpose: str,
+                        rng: np.random.Generator, pools: dict[str, Any]) -> None:
+        """Queue ``count`` settings of ``arch`` on ``task`` it has not run (§3.3 sources from ``pools``)."""
         mine = self.storage.evaluations(architecture_id=arch.id, task=task)
         taken = {HyperParams.from_dict(e.hparams).key() for e in mine if e.purpose != purpose}
         budgets = self.task(task).param_budgets
-        kwargs: dict[str, Any] = {}
-        if parent is not None:
-            kwargs = self._parent_pools(parent, task)
         fixed = 1 if cell.depth > 1 else None
+        kind = _stage_parts(purpose)[0].partition(":")[0]
         for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
-                                          threshold=self.config.parent_settings_threshold, **kwargs):
+                                          threshold=self.config.parent_settings_threshold, **pools):
             ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose)
             if ev is not None:
                 self._queue.append(ev.id)
                 self._evals[ev.id] = ev
                 self._counts["evals_queued"] += 1
-                self._counts[f"source_{source}"] += 1
+                self._counts[f"source:{kind}:{source}"] += 1
 
-    def _parent_pools(self, parent: ArchitectureRecord, task: str) -> dict[str, Any]:
-        """§3.3: the parent's settings ranked by result, its total count, and LSTM/GRU's best 100."""
-        def ranked(arch_id: int, on_task: str) -> list[HyperParams]:
-            done = [e for e in self.storage.evaluations(architecture_id=arch_id, task=on_task, status="done")]
-            done.sort(key=lambda e: -(e.metric or 0.0))
-            return [HyperParams.from_dict(e.hparams) for e in done]
+    def _pools(self, history: ArchitectureRecord, task: str, *, own: bool) -> dict[str, Any]:
+        """§3.3 pools for settings on ``task``: ``history``'s settings ranked by result, how many it ran, and the
+        best of the LSTM and GRU on ``task``.
 
-        total = len(self.storage.evaluations(architecture_id=parent.id, status="done"))
+        For a child, ``history`` is its parent and its pool is the parent's settings on ``task``. A re-evaluation
+        draws the same way with the cell as its own parent (``own``); as a cell never runs a setting twice on a
+        task, its pool is then its settings on every task, ranked by normalized result, their parameter budget
+        moved to ``task``'s (see :func:`choose_settings`).
+        """
+        norms = self.storage.normalizers(self.search.id, self.config.reference)
+
+        def ranked(arch_id: int, on_task: str | None) -> list[tuple[float, HyperParams]]:
+            done = self.storage.evaluations(architecture_id=arch_id, task=on_task, status="done")
+            return [((e.metric or 0.0) / (norms.get(e.task) or 1.0), HyperParams.from_dict(e.hparams))
+                    for e in done if e.task in self.config.tasks]
+
+        def best_first(items: list[tuple[float, HyperParams]]) -> list[HyperParams]:
+            return [hp for _, hp in sorted(items, key=lambda t: -t[0])]
+
+        total = len(self.storage.evaluations(architecture_id=history.id, status="done"))
         reference: list[tuple[float, HyperParams]] = []
         for name in ("lstm", "gru"):
             ref = self.storage.find_architecture(self.search.id, name=name)
             if ref is not None:
-                for e in self.storage.evaluations(architecture_id=ref.id, task=task, status="done"):
-                    reference.append((e.metric or 0.0, HyperParams.from_dict(e.hparams)))
-        reference.sort(key=lambda t: -t[0])
-        return {"parent_ranked": ranked(parent.id, task), "parent_total": total,
-                "reference_best": [hp for _, hp in reference]}
+                reference += ranked(ref.id, task)
+        return {"parent_ranked": best_first(ranked(history.id, None if own else task)), "parent_total": total,
+                "reference_best": best_first(reference)}
 
     def _advance(self, arch: ArchitectureRecord) -> None:
         """Called when ``arch`` has nothing queued or running: decide its next stage."""
@@ -218,7 +242,7 @@ class SearchDriver:
         if not (base in ("init", "filter") or base.startswith("task:")):
             return  # complete or stopped: nothing to advance (a re-evaluation just finished)
         mine = self.storage.evaluations(architecture_id=arch.id)
-        if sum(e.purpose == stage for e in mine) < self._expected(stage):
+        if sum(e.purpose == stage for e in mine) < self._expected(stage, arch):
             self._enter(arch, stage)  # a crash interrupted queueing this stage: finish it
             if any(e.architecture_id == arch.id for e in self._evals.values()):
                 return
@@ -250,8 +274,23 @@ class SearchDriver:
 
     # ================================================================== steps
     def _seeds_ready(self) -> bool:
+        """True once every seed is complete; the first time, the reference's best scores become the fixed
+        normalizers of the search (every later gate and fitness divides by them)."""
+        if self._frozen:
+            return True
         archs = [self.storage.find_architecture(self.search.id, name=n) for n in self.config.seeds]
-        return all(a is not None and a.stage == COMPLETE for a in archs)
+        if not all(a is not None and a.stage == COMPLETE for a in archs):
+            return False
+        live = self.storage.normalizers(self.search.id, self.config.reference)
+        if not all(live.get(t, 0.0) > 0 for t in self.config.tasks):
+            raise SearchConfigError(
+                f"the reference cell {self.config.reference!r} has no positive result on every task, so no fitness "
+                "can be computed; give it more settings (reference_settings_per_task) or a larger scale"
+            )
+        self.storage.freeze_normalizers(self.search.id, {t: live[t] for t in self.config.tasks})
+        self._frozen = True
+        log.info("initialization done: normalizers fixed at %s", live)
+        return True
 
     def _step(self) -> bool:
         """One step of §3.1: re-evaluate or mutate. Returns True if it queued work."""
@@ -260,11 +299,6 @@ class SearchDriver:
         self._save_state()  # before acting: a crash mid-step is repaired by _advance, never replayed twice
         rng = np.random.default_rng([self.config.seed, 7, step])
         top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
-        if not top:
-            raise SearchConfigError(
-                f"the reference cell {self.config.reference!r} has no positive result on every task, so no fitness "
-                "can be computed; give the seeds more initial settings (init_settings_per_task) or a larger scale"
-            )
         arch = top[int(rng.integers(len(top)))][0]
         if rng.random() < self.config.p_reevaluate:
             self._counts["reevaluations"] += 1
@@ -321,10 +355,12 @@ class SearchDriver:
         return any(a.id == arch_id for a, _, _ in top)
 
     def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, rng: np.random.Generator) -> None:
-        """``settings_per_task`` settings the cell has not run, on every search task (re-evaluations)."""
+        """``settings_per_task`` settings the cell has not run on every search task, drawn by §3.3 with the
+        cell as its own parent (re-evaluations and re-examinations)."""
         cell = Cell.from_json(arch.graph_json)
         for task in self.config.tasks:
-            self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, rng)
+            pools = self._pools(arch, task, own=True)
+            self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, rng, pools)
 
     # ================================================================== running
     def _job(self, ev: EvaluationRecord) -> EvalJob:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Iterable
 
@@ -28,6 +29,10 @@ def _random(rng: np.random.Generator, budgets: tuple[int, ...], taken: set[str],
     return hp
 
 
+def _nearest(params: int, budgets: tuple[int, ...]) -> int:
+    return min(budgets, key=lambda b: abs(math.log(b / params)))
+
+
 def choose_settings(
     rng: np.random.Generator,
     count: int,
@@ -42,7 +47,7 @@ def choose_settings(
 ) -> list[tuple[HyperParams, str]]:
     """``count`` new settings and where each came from (one of :data:`SOURCES`).
 
-    With no parent (seeds, re-evaluations): all random. A child whose parent ran
+    With no parent (the seeds, the filter's one setting): all random. A child whose parent ran
     more than ``threshold`` settings: 80% from the parent's best 100, 20% random.
     Otherwise: a third random, a third from the best 100 of the reference cells
     (LSTM and GRU), a third from the settings tried on the parent.
@@ -56,9 +61,10 @@ def choose_settings(
     else:
         sources, probs = ["random", "reference_best", "parent_tried"], [1 / 3, 1 / 3, 1 / 3]
     def fit(hps: list[HyperParams]) -> list[HyperParams]:
-        """Cells with their own depth have no `layers` choice; budgets must be the task's."""
+        """Cells with their own depth have no `layers` choice; a budget not allowed on this task becomes the
+        task's nearest one (on a log scale): lr, init scale and clipping carry over between tasks."""
         out = [hp if fixed_layers is None else replace(hp, layers=fixed_layers) for hp in hps]
-        return [hp for hp in out if hp.params in budgets]
+        return [hp if hp.params in budgets else replace(hp, params=_nearest(hp.params, budgets)) for hp in out]
 
     pools = {
         "parent_best": fit(parent_ranked[:100]),

@@ -141,6 +141,26 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown search, bad status, or the database fails.
         """
 
+    @abc.abstractmethod
+    def freeze_normalizers(self, search_id: int, normalizers: dict[str, float]) -> SearchRecord:
+        """Fix the search's normalizers (the reference's best score per task) from now on.
+
+        Every later fitness, gate and leaderboard of the search divides by these numbers, however the
+        reference's own results change. Freezing again with the same values is a no-op.
+
+        Raises:
+            StorageError: Unknown search, a value that is not a positive finite number, other values
+                already frozen, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def frozen_normalizers(self, search_id: int) -> dict[str, float] | None:
+        """The normalizers fixed by :meth:`freeze_normalizers`, or None before that.
+
+        Raises:
+            StorageError: Unknown search, or the database fails.
+        """
+
     # ----------------------------------------------------------- architectures
 
     @abc.abstractmethod
@@ -321,11 +341,15 @@ class LeaderboardStorage(abc.ABC):
         return _best_by_task(self.evaluations(search_id=search_id, status="done"))
 
     def normalizers(self, search_id: int, reference: str = DEFAULT_REFERENCE) -> dict[str, float]:
-        """The best score per task of the architecture named ``reference`` (empty if absent).
+        """The search's frozen normalizers (:meth:`freeze_normalizers`) once fixed; before that, the live best
+        score per task of the architecture named ``reference`` (empty if absent).
 
         Raises:
             StorageError: The database fails.
         """
+        frozen = self.frozen_normalizers(search_id)
+        if frozen is not None:
+            return frozen
         ref = self.find_architecture(search_id, name=reference)
         return {} if ref is None else self.best_scores(ref.id)
 

@@ -75,6 +75,7 @@ class SearchModel(BaseModel):
     seed: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(MAX_STATUS_LENGTH))
     state: Mapped[str] = mapped_column(Text)
+    normalizers: Mapped[str | None] = mapped_column(Text, nullable=True)  # frozen reference scores (JSON)
     created: Mapped[datetime.datetime] = mapped_column(DateTime)
     finished: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
 

@@ -47,6 +47,7 @@ class SearchRecord:
     state: dict[str, Any]
     created: datetime.datetime
     finished: datetime.datetime | None
+    normalizers: dict[str, float] | None = None  # the reference's scores, fixed when initialization ended
 
 
 @dataclasses.dataclass(frozen=True)

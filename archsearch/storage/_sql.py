@@ -55,6 +55,7 @@ def _search_record(row: SearchModel) -> SearchRecord:
     return SearchRecord(
         id=row.id, name=row.name, config=from_json(row.config), seed=row.seed, status=row.status,
         state=from_json(row.state), created=row.created, finished=row.finished,
+        normalizers=None if row.normalizers is None else from_json(row.normalizers),
     )  # fmt: skip
 
 
@@ -212,6 +213,24 @@ class SQLStorage(LeaderboardStorage):
                 row.state = state_json
             session.flush()
             return _search_record(row)
+
+    def freeze_normalizers(self, search_id: int, normalizers: dict[str, float]) -> SearchRecord:
+        self._check_writable()
+        values = {str(k): float(v) for k, v in normalizers.items()}
+        if not values or not all(math.isfinite(v) and v > 0 for v in values.values()):
+            raise StorageError(f"normalizers must be positive finite numbers, got {normalizers!r}")
+        with self._session() as session:
+            row = SearchModel.find_or_raise_by_id(session, search_id)
+            if row.normalizers is not None and from_json(row.normalizers) != values:
+                raise StorageError(f"search {row.name!r} already has fixed normalizers {row.normalizers}")
+            row.normalizers = to_json(values, "normalizers")
+            session.flush()
+            return _search_record(row)
+
+    def frozen_normalizers(self, search_id: int) -> dict[str, float] | None:
+        with self._session() as session:
+            row = SearchModel.find_or_raise_by_id(session, search_id)
+            return None if row.normalizers is None else from_json(row.normalizers)
 
     # -------------------------------------------------------- architectures
 
