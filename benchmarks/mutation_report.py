@@ -1,12 +1,12 @@
-"""Mutation engine report: rejection rate, graph size after 10 generations, duplicates, speed.
+"""Mutation engine report: transforms per child, rejection rate, graph size after 10 generations, duplicates, speed.
 
 Usage:
     python benchmarks/mutation_report.py                       # 10,000 mutations per seed (slow)
     python benchmarks/mutation_report.py --count 300 --chains 30 --fingerprints 150
     python benchmarks/mutation_report.py --seeds lstm gru
 
-Per seed: ``count`` independent children of the seed (rejection rate, structural
-duplicates, mutations per second), the first ``fingerprints`` of them also
+Per seed: ``count`` independent children of the seed (how many carry 1, 2, 3 or more
+transforms, rejection rate, structural duplicates, mutations per second), the first ``fingerprints`` of them also
 fingerprinted (functional duplicates of the parent or of an earlier child), and
 ``chains`` chains of ``generations`` successive mutations (node count at the end).
 Prints a Markdown table.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +45,15 @@ class Row:
     functional_dup: float
     uncompilable: int
     sizes: np.ndarray
+    transforms: Counter[int]  # children by number of transforms
 
     def markdown(self) -> str:
         p10, p50, p90 = np.percentile(self.sizes, [10, 50, 90])
+        share = [100 * self.transforms[k] / self.count for k in (1, 2)]
+        share.append(100 * sum(v for k, v in self.transforms.items() if k >= 3) / self.count)
         return (
-            f"| {self.seed} | {self.nodes} | {self.count} | {100 * self.rejection_rate:.1f}% | {self.per_second:.0f} "
+            f"| {self.seed} | {self.nodes} | {self.count} | {share[0]:.0f}% / {share[1]:.0f}% / {share[2]:.0f}% "
+            f"(max {max(self.transforms)}) | {100 * self.rejection_rate:.1f}% | {self.per_second:.0f} "
             f"| {100 * self.structural_dup:.1f}% | {100 * self.functional_dup:.1f}% (of {self.fingerprinted}) "
             f"| {self.uncompilable} "
             f"| {p10:.0f} / {p50:.0f} / {p90:.0f} (max {self.sizes.max()}) |"
@@ -56,8 +61,8 @@ class Row:
 
 
 HEADER = (
-    "| seed | nodes | mutations | rejected | mutations/s | structural dups | functional dups | not compiled "
-    "| nodes after 10 gens p10 / p50 / p90 |\n|---|---|---|---|---|---|---|---|---|"
+    "| seed | nodes | mutations | transforms 1 / 2 / 3+ | rejected | mutations/s | structural dups | functional dups "
+    "| not compiled | nodes after 10 gens p10 / p50 / p90 |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -105,8 +110,9 @@ def report_seed(name: str, args: argparse.Namespace) -> Row:
     compiled = [fp for fp in fps if fp is not None]
     functional = _dup_fraction(compiled, fingerprint(parent))
     sizes = _chain_sizes(parent, args.chains, args.generations, rng)
+    transforms = Counter(len(r.transforms) for _, r in children)
     return Row(name, len(parent), args.count, rejections / attempts, args.count / seconds,
-               structural, len(compiled), functional, len(fps) - len(compiled), sizes)
+               structural, len(compiled), functional, len(fps) - len(compiled), sizes, transforms)
 
 
 def main() -> None:

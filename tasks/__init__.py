@@ -9,11 +9,12 @@ are bundled (see ``data/README.md``).
 """
 
 from archsearch.tasks._arithmetic import ArithmeticProblem, parse_arithmetic
-from archsearch.tasks._base import DEFAULT_LENGTH, SPLITS, Kind, Metric, Split, Stream, Task
+from archsearch.tasks._base import DEFAULT_LENGTH, SPLITS, Split, Stream, Task
 from archsearch.tasks._chars import CharTask
 from archsearch.tasks._music import LOWEST, NUM_KEYS, MusicTask, safe_load_pickle
 from archsearch.tasks._ptb import WordTask
-from archsearch.tasks._registry import get_task, task_names
+from archsearch.tasks._metric import Kind, Metric
+from archsearch.tasks._registry import get_task, register_task, task_names
 
 __all__ = [
     "DEFAULT_LENGTH",
@@ -31,6 +32,7 @@ __all__ = [
     "WordTask",
     "get_task",
     "parse_arithmetic",
+    "register_task",
     "safe_load_pickle",
     "task_names",
 ]

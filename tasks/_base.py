@@ -10,10 +10,9 @@ from typing import Literal, get_args
 import numpy as np
 
 from archsearch.errors import TaskError
+from archsearch.tasks._metric import Kind, Metric
 
 Split = Literal["train", "valid", "test"]
-Kind = Literal["symbols", "piano"]
-Metric = Literal["accuracy", "exp_neg_nll", "nll"]
 
 SPLITS: tuple[str, ...] = get_args(Split)
 # 20 lanes x 35 steps x 50 windows: enough for a quick epoch of a synthetic task.
@@ -50,7 +49,7 @@ class Task(abc.ABC):
     kind: Kind
     num_inputs: int  # vocabulary size (symbols) or 88 keys (piano)
     num_outputs: int
-    metric: Metric  # accuracy and exp_neg_nll: higher is better; nll: lower is better
+    metric: Metric  # its direction and how it is computed: see archsearch.tasks.Metric
     synthetic: bool  # generated on demand (any length) vs a fixed corpus
     param_budgets: tuple[int, ...]  # allowed parameter counts (paper §3.7)
 
@@ -74,7 +73,7 @@ class Task(abc.ABC):
         """Render ids (symbols) or frames (piano) as text, for debugging and tests."""
 
     def __repr__(self) -> str:
-        return f"<Task {self.name}: {self.kind}, {self.num_inputs} inputs, {self.metric}>"
+        return f"<Task {self.name}: {Kind(self.kind).value}, {self.num_inputs} inputs, {Metric(self.metric).value}>"
 
 
 def check_split(split: str) -> int:

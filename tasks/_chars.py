@@ -8,6 +8,7 @@ import numpy as np
 
 from archsearch.errors import TaskError
 from archsearch.tasks._base import DEFAULT_LENGTH, Split, Stream, Task, check_length, split_rng
+from archsearch.tasks._metric import Kind, Metric
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -19,8 +20,8 @@ class CharTask(Task):
     ``instance``; symbol ids are indices into ``alphabet``.
     """
 
-    kind = "symbols"
-    metric = "accuracy"
+    kind = Kind.SYMBOLS
+    metric = Metric.ACCURACY
     synthetic = True
     alphabet: str
 

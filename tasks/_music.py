@@ -26,6 +26,7 @@ import numpy as np
 
 from archsearch.errors import TaskError
 from archsearch.tasks._base import SPLITS, Split, Stream, Task, check_length, check_split, corpus_stream
+from archsearch.tasks._metric import Kind, Metric
 
 LOWEST, HIGHEST = 21, 108
 NUM_KEYS = HIGHEST - LOWEST + 1
@@ -162,10 +163,10 @@ def _load_bundled(path: str) -> dict[str, Flat]:
 class MusicTask(Task):
     """Next-frame prediction on piano rolls; metric NLL per time step (lower is better)."""
 
-    kind = "piano"
+    kind = Kind.PIANO
     num_inputs = NUM_KEYS
     num_outputs = NUM_KEYS
-    metric = "nll"
+    metric = Metric.NLL
     synthetic = False
     param_budgets = (100_000, 1_000_000)
 

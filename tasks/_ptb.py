@@ -21,6 +21,7 @@ import numpy as np
 
 from archsearch.errors import TaskError
 from archsearch.tasks._base import SPLITS, Split, Stream, Task, check_length, check_split, corpus_stream
+from archsearch.tasks._metric import Kind, Metric
 
 PTB_FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
 PTB_SOURCE = "Mikolov's simple-examples.tgz (folder data/)"
@@ -72,8 +73,8 @@ def _load(paths: tuple[tuple[str, str], ...], vocab_splits: tuple[str, ...], sta
 class WordTask(Task):
     """Next-word prediction on a fixed corpus; metric exp(-NLL per word) = 1/perplexity."""
 
-    kind = "symbols"
-    metric = "exp_neg_nll"
+    kind = Kind.SYMBOLS
+    metric = Metric.EXP_NEG_NLL
     synthetic = False
     param_budgets = (5_000_000,)
 

@@ -22,6 +22,21 @@ _FACTORIES: dict[str, Callable[[str | os.PathLike | None], Task]] = {
     **{name: (lambda d, name=name: pickle_music_task(name, d)) for name in MUSIC_FILES},
     "chorales": lambda _: chorales_task(),
 }
+_BUILTIN = frozenset(_FACTORIES)
+
+
+def register_task(name: str, factory: Callable[[str | os.PathLike | None], Task]) -> None:
+    """Make ``get_task(name, data_dir)`` return ``factory(data_dir)`` in this process.
+
+    For tasks of your own (a ``Task`` subclass declaring its ``kind`` and ``metric``) searched with the
+    in-process executor; Ray workers import this registry afresh and know only the built-in tasks.
+
+    Raises:
+        TaskError: ``name`` is a built-in task.
+    """
+    if name in _BUILTIN:
+        raise TaskError(f"{name!r} is a built-in task; register yours under another name")
+    _FACTORIES[name] = factory
 
 
 def task_names() -> list[str]:

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 from typing import Callable
 
 import numpy as np
 import pytest
 
+import archsearch
+from archsearch.errors import SearchConfigError
 from archsearch.executors import EvalJob, EvalOutcome, Executor
-from archsearch.ir import Cell
-from archsearch.search import SearchConfig, SearchDriver
+from archsearch.ir import Cell, input_reaches_states, output_reads_input, parse_cell
+from archsearch.mutation import mutate
+from archsearch.search import SearchConfig, SearchDriver, Stage, StageKind
 from archsearch.storage import open_storage
+from archsearch.tasks import Metric, get_task, register_task
 
 Score = Callable[[EvalJob, Cell], float]
 
@@ -34,6 +39,11 @@ def quality(job: EvalJob, cell: Cell) -> float:
     if base is None:
         base = 0.7 + 0.5 * _unit(cell.structural_hash(), job.task)
     return base * (0.8 + 0.2 * _unit(job.seed, "noise"))
+
+
+def below_the_seeds(job: EvalJob, cell: Cell) -> float:
+    """Children at 96% of the GRU: they pass the gates but never enter a top list of the two seeds."""
+    return {"gru": 1.0, "lstm": 1.02, "tanh": 1.02}.get(cell.name, 0.96) * (0.8 + 0.2 * _unit(job.seed, "noise"))
 
 
 class CannedExecutor(Executor):
@@ -99,8 +109,9 @@ def test_no_cell_completes_below_the_last_gate(tmp_path):
 
 # ------------------------------------------------------------------ §3.1 re-examination
 def test_a_redrawn_complete_cell_outside_the_top_list_gets_fresh_settings(tmp_path):
-    # top_size 2: the seeds hold the list, so every complete child is outside it
-    storage, record, _ = search(tmp_path, config(top_size=2, p_reevaluate=0.0), 500)
+    # top_size 1: the tanh RNN holds the list (every complete child is outside it) and has few distinct children
+    cfg = config(seeds=("tanh", "gru"), top_size=1, p_reevaluate=0.0)
+    storage, record, _ = search(tmp_path, cfg, 300, below_the_seeds)
     counters = record.state["counters"]
     assert counters.get("reexamined_complete", 0) >= 1, counters
     redrawn = [a for a in storage.list_architectures(record.id, stage="complete")
@@ -117,11 +128,6 @@ def test_a_redrawn_complete_cell_outside_the_top_list_gets_fresh_settings(tmp_pa
 
 
 # ------------------------------------------------------------------ §3.3 settings for children
-def below_the_seeds(job: EvalJob, cell: Cell) -> float:
-    """Children at 96% of the GRU: they pass the gates but never enter a top list of the two seeds."""
-    return {"gru": 1.0, "lstm": 1.02}.get(cell.name, 0.96) * (0.8 + 0.2 * _unit(job.seed, "noise"))
-
-
 def _child_sources(tmp_path, threshold: int) -> tuple[collections.Counter, object, object]:
     cfg = config(tasks=("arithmetic",), top_size=2, p_reevaluate=0.0, init_settings_per_task=24, reference_settings_per_task=24,
                  settings_per_task=8, parent_settings_threshold=threshold)
@@ -187,3 +193,119 @@ def test_the_normalizer_is_fixed_when_initialization_ends(tmp_path):
     # a resumed search keeps them
     SearchDriver(open_storage(storage.url), cfg, CannedExecutor(), max_evaluations=200).run()
     assert open_storage(storage.url, read_only=True).get_search(cfg.name).normalizers == record.normalizers
+
+
+# ------------------------------------------------------------------ metrics with a direction
+class XMLPerplexity(type(get_task("xml"))):
+    """XML's sizes, scored by perplexity (lower is better), as a task of a user's own could be."""
+
+    name = "xml-perplexity"
+    metric = Metric.PERPLEXITY
+
+
+register_task("xml-perplexity", lambda _: XMLPerplexity())
+
+
+def lower_is_better(unit: float) -> Score:
+    """``unit / quality`` on the search task (an NLL or a perplexity: lower is better); accuracy on the filter."""
+    def score(job: EvalJob, cell: Cell) -> float:
+        value = quality(job, cell)
+        return value if job.task == "memorize" else unit / value
+    return score
+
+
+@pytest.mark.parametrize("task,unit", [("chorales", 8.0), ("xml-perplexity", 120.0)])
+def test_lower_is_better_metrics_rank_and_gate_the_right_way(tmp_path, task, unit):
+    cfg = config(tasks=(task,), top_size=30, p_reevaluate=0.1)
+    storage, record, _ = search(tmp_path, cfg, 160, lower_is_better(unit))
+    best = {}  # the lowest value of each cell on the task
+    for arch in storage.list_architectures(record.id):
+        values = [e.valid for e in storage.evaluations(architecture_id=arch.id, task=task, status="done")]
+        if values:
+            best[arch.id] = min(values)
+    gru = storage.find_architecture(record.id, name="gru")
+    init = [e.valid for e in storage.evaluations(architecture_id=gru.id) if e.purpose == "init"]
+    assert record.normalizers[task] == pytest.approx(1 / min(init))  # the GRU's lowest value, as a score
+    top = storage.top_k(record.id, 30, [task], "gru")
+    assert len(top) >= 5
+    for arch, fitness, _ in top:  # fitness = the GRU's value / the cell's: below the GRU is better
+        assert fitness == pytest.approx(min(init) / best[arch.id])
+    values = [best[a.id] for a, _, _ in top]
+    assert values == sorted(values), "the lowest value must rank first"
+    assert {a.name for a, _, _ in top[:1]} != {"gru"} or values[0] <= min(init)
+    for arch in storage.list_architectures(record.id):
+        if arch.origin == "mutant" and arch.stage == "complete":
+            assert best[arch.id] < min(init) / 0.9
+        if arch.stage.startswith(f"gated_out:{task}"):
+            assert best[arch.id] >= min(init) / 0.9
+    assert any(a.stage.startswith(f"gated_out:{task}") for a in storage.list_architectures(record.id))
+
+
+# ------------------------------------------------------------------ cheap rejection before training
+FRAGILE = """cell fragile
+states h, c
+c' = tanh(W(x) + b)
+h' = h * tanh(W(c) + b)
+"""
+
+
+def test_a_hidden_output_that_never_reads_the_input_is_detected_over_time():
+    assert all(all(input_reaches_states(archsearch.seed(name))) for name in archsearch.seeds())
+    assert input_reaches_states(parse_cell(FRAGILE)) == [True, True]  # h reads x_{t-1} through c
+    dead = parse_cell("cell dead\nstates h, c\nc' = tanh(W(x) + W(c) + b)\nh' = h * tanh(W(h) + b)\n")
+    assert input_reaches_states(dead) == [False, True] and not output_reads_input(dead)
+
+
+def test_children_that_cannot_learn_are_rejected_before_training_and_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    records = [mutate(parse_cell(FRAGILE), rng) for _ in range(100)]
+    assert sum(r.rejection_reasons.get("no_input_path", 0) for _, r in records) >= 1
+    assert all(output_reads_input(child) for child, _ in records)
+    # the driver counts every rejected child by reason; none was stored or trained
+    storage, record, _ = search(tmp_path, config(seeds=("tanh", "gru")), 120)
+    counters = record.state["counters"]
+    mutants = [a for a in storage.list_architectures(record.id) if a.origin == "mutant"]
+    reasons = collections.Counter()
+    for arch in mutants:
+        reasons.update(arch.mutation["rejection_reasons"])
+        assert output_reads_input(Cell.from_json(arch.graph_json))
+    counted = {k.removeprefix("rejected:"): v for k, v in counters.items() if k.startswith("rejected:")}
+    assert sum(reasons.values()) >= 1  # (children equal to a known cell are not stored: their rejections count)
+    assert all(counted.get(k, 0) >= v for k, v in reasons.items()), (counted, reasons)
+
+
+# ------------------------------------------------------------------ overrides checked when the search is created
+@pytest.mark.parametrize("overrides,message", [({"max_epoch": 3}, "'max_epoch' is not a training setting"),
+                                               ({"schedule": "fast"}, "unknown schedule 'fast'")])
+def test_overrides_that_every_worker_would_refuse_are_refused_at_creation(overrides, message):
+    with pytest.raises(SearchConfigError, match=message):
+        config(train_overrides=overrides)
+    with pytest.raises(SearchConfigError, match=message):
+        config(filter_overrides=overrides)
+    assert config(train_overrides={"max_epochs": 3}).train_overrides == {"max_epochs": 3}
+
+
+# ------------------------------------------------------------------ the typed vocabulary
+@pytest.mark.parametrize("text", ["init", "complete", "filter#1", "task:ptb-mini#3", "filtered_out#2",
+                                  "gated_out:xml#1"])
+def test_stages_round_trip_through_their_stored_form(text):
+    stage = Stage.parse(text)
+    assert str(stage) == text and Stage.parse(str(stage)) == stage
+    assert stage.in_progress == (stage.kind in (StageKind.INIT, StageKind.FILTER, StageKind.TASK))
+
+
+@pytest.mark.parametrize("text", ["", "task#1", "task:xml", "filter", "complete#2", "gated_out#1", "done"])
+def test_malformed_stages_are_refused(text):
+    with pytest.raises(ValueError, match="not a stage"):
+        Stage.parse(text)
+
+
+def test_metrics_declare_their_direction():
+    assert Metric.ACCURACY.better(0.9, 0.8) and Metric.NLL.better(0.8, 0.9) and Metric.PERPLEXITY.better(90, 100)
+    assert Metric.NLL.score(8.0) / Metric.NLL.score(10.0) == pytest.approx(1.25)  # 20% lower NLL: 1.25x
+    assert Metric.EXP_NEG_NLL.from_nll(math.log(100)) == pytest.approx(0.01)
+    assert Metric.PERPLEXITY.from_nll(math.log(100)) == pytest.approx(100)
+    assert Metric.PERPLEXITY.score(100) == pytest.approx(Metric.EXP_NEG_NLL.score(0.01))
+    assert Metric.NLL.score(float("nan")) == 0.0 and Metric.ACCURACY.score(None) == 0.0
+    assert {get_task(t).metric for t in ("arithmetic", "xml", "ptb-mini", "chorales")} == \
+        {Metric.ACCURACY, Metric.EXP_NEG_NLL, Metric.NLL}

@@ -264,6 +264,22 @@ def test_best_scores_normalizers_fitness(storage):
         storage.fitness(gru.id, ("ptb",), norms)
 
 
+def test_frozen_normalizers_replace_the_live_ones(storage):
+    sid, gru, lstm, m1, m2, m3 = _populate_leaderboard(storage)
+    assert storage.frozen_normalizers(sid) is None
+    storage.freeze_normalizers(sid, {"arithmetic": 0.8, "xml": 0.5})
+    storage.freeze_normalizers(sid, {"arithmetic": 0.8, "xml": 0.5})  # the same again: no-op
+    _done(storage, gru.id, "arithmetic", 0.77, 0.95)  # the reference improves; the normalizers do not move
+    assert storage.normalizers(sid) == {"arithmetic": 0.8, "xml": 0.5}
+    assert [(a.name, round(f, 9)) for a, f, _ in storage.top_k(sid, 2, TASKS)] == [("m1", 1.1), ("gru", 1.0)]
+    assert dict(storage.top_k(sid, 3, TASKS)[1][2]) == pytest.approx({"arithmetic": 0.95 / 0.8, "xml": 1.0})
+    with pytest.raises(StorageError, match="already has fixed normalizers"):
+        storage.freeze_normalizers(sid, {"arithmetic": 0.95, "xml": 0.5})
+    with pytest.raises(StorageError, match="positive finite"):
+        storage.freeze_normalizers(sid, {"arithmetic": -1.0})
+    assert storage.get_search("s").normalizers == {"arithmetic": 0.8, "xml": 0.5}
+
+
 def test_top_k(storage):
     sid, gru, lstm, m1, m2, m3 = _populate_leaderboard(storage)
     top = storage.top_k(sid, 10, TASKS)

@@ -133,7 +133,7 @@ def hparams_from_args(args: argparse.Namespace, task):
 
 
 def max_epochs(config) -> int:
-    return config.music_max_epochs if config.schedule == "music" else config.max_epochs
+    return config.epoch_limit
 
 
 class EpochProgress:

@@ -2,6 +2,7 @@
 
 from archsearch.ir._dsl import parse_cell
 from archsearch.ir._graph import JSON_FORMAT, Cell, Node, StateSpec
+from archsearch.ir._recurrence import input_reaches_states, output_reads_input
 from archsearch.ir._ops import (
     ACTIVATIONS,
     BINARY,
@@ -32,5 +33,7 @@ __all__ = [
     "Node",
     "Op",
     "StateSpec",
+    "input_reaches_states",
+    "output_reads_input",
     "parse_cell",
 ]

@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 
 from archsearch.errors import ArchsearchError, InvalidGraphError
-from archsearch.ir import INPUTS, SOURCES, Cell, Op
+from archsearch.ir import INPUTS, SOURCES, Cell, Op, output_reads_input
 from archsearch.mutation._record import AppliedTransform, MutationRecord
 from archsearch.mutation._transforms import Rejected, TransformContext, applicable_kinds, apply_transform
 
@@ -95,11 +95,15 @@ def _draw_child(parent: Cell, rng: np.random.Generator, limit: int | None) -> tu
 
 
 def _check_child(child: Cell) -> None:
-    """Reject a child without operations (``h' = x``) or with a constant node other than ``1``.
+    """Reject a child without operations (``h' = x``), with a constant node other than ``1``, or whose
+    hidden output cannot depend on the inputs over time.
 
     Constant nodes (``sigmoid(1)``, ``1 + 1``, ...) only add a fixed number (the
     search space has one constant, 1), and the compiler lowers ``1`` to a Python
     float that torch ops reject. A cell without operations cannot evolve further.
+    A cell whose state 0 reads x_t through no path over time (``h' = h * tanh(h)``
+    beside ``c' = tanh(W x + W c)``) can learn nothing: it is rejected before any
+    training (:func:`archsearch.ir.output_reads_input`).
     """
     if all(node.op in SOURCES for node in child):
         raise Rejected("no_operations")  # e.g. h' = x: nothing left to mutate
@@ -109,6 +113,8 @@ def _check_child(child: Cell) -> None:
         varies[name] = node.op in INPUTS or any(varies[i] for i in node.inputs)
         if not varies[name] and node.op is not Op.ONE:
             raise Rejected("constant_node")
+    if not output_reads_input(child):
+        raise Rejected("no_input_path")
 
 
 def _child_name(parent: Cell, child_hash: str) -> str:

@@ -260,20 +260,22 @@ def funnel(data: ReportData) -> list[FunnelRow]:
     passes the filter or a gate again and is counted again); the last rows are
     current stages of the architectures.
     """
+    from archsearch.search import Stage
+
     c = Counter(data.counters)
-    new = c["proposed"] - c["mutation_failures"] - c["duplicates"] - c["reexamined"]
-    stages = Counter(a.stage.partition("#")[0] for a in data.archs.values() if a.origin == "mutant")
-    in_flight = sum(v for k, v in stages.items() if k == "filter" or k.startswith("task:"))
+    new = c["proposed"] - c["mutation_failures"] - c["duplicates"] - c["reexamined"] - c["reexamined_complete"]
+    in_flight = sum(Stage.parse(a.stage).in_progress for a in data.archs.values() if a.origin == "mutant")
     rows = [
         FunnelRow("candidates proposed (mutation steps)", c["proposed"]),
         FunnelRow("mutation failed (no valid child)", c["mutation_failures"], level=1),
-        FunnelRow("duplicates skipped (already known)", c["duplicates"], level=1),
+        FunnelRow("duplicates skipped (already on the list or in flight)", c["duplicates"], level=1),
         FunnelRow("known but stopped earlier: re-examined", c["reexamined"], level=1),
+        FunnelRow("known, complete, off the list: fresh settings", c["reexamined_complete"], level=1),
         FunnelRow("new children", new, f"{data.mutants} mutants stored"),
         FunnelRow(f"filtered out ({data.config.get('filter_task', 'memorize')})", c["filtered_out"], level=1),
         FunnelRow("passed the filter", c["passed_filter"]),
     ]
-    for task in data.tasks[:-1]:
+    for task in data.tasks:  # the gate follows every task, the last included
         rows.append(FunnelRow(f"stopped at the {task} gate", c[f"gated_out:{task}"], level=1))
     rows += [
         FunnelRow("completed every task", c["completed"]),
@@ -327,6 +329,8 @@ def run_facts(data: ReportData) -> RunFacts:
         span = (max(finished) - data.search.created).total_seconds() / 60
         per_minute = len(finished) / span if span > 0 else None
     failures = [(e, data.archs[e.architecture_id].name) for e in data.evals if e.status == "failed"]
-    purposes = Counter(e.purpose.partition("#")[0] for e in data.evals)
-    stages = Counter(a.stage.partition("#")[0] for a in data.archs.values())
+    from archsearch.search import Stage
+
+    purposes = Counter(e.purpose.partition("#")[0] for e in data.evals)  # init, filter, task:<name>, reeval, ...
+    stages = Counter(Stage.parse(a.stage).label for a in data.archs.values())
     return RunFacts(dict(status), dict(workers), per_minute, span, failures, dict(purposes), dict(stages))

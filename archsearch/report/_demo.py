@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from archsearch.search._stage import COMPLETE, INIT, Stage, StageKind
 from archsearch.storage import LeaderboardStorage, open_storage
 
 _TASK_LEVEL = {"arithmetic": 0.55, "xml": 0.45, "ptb-mini": 0.25, "memorize": 0.4}  # typical metric per task
@@ -67,17 +68,17 @@ class _Simulation:
             cell = seed_cell(name)
             arch, _ = self.storage.add_architecture(
                 self.search_id, name=name, graph_json=cell.to_json(), structural_hash=cell.structural_hash(),
-                fingerprint=None, parent_id=None, mutation=None, origin="seed", stage="init")
+                fingerprint=None, parent_id=None, mutation=None, origin="seed", stage=str(INIT))
             self.quality[arch.id] = 1.0 if name == self.config.reference else float(self.rng.uniform(0.9, 1.08))
             for task in self.config.tasks:
                 self._evaluate(arch.id, task, "init", self.config.init_settings_per_task)
-            self.storage.set_stage(arch.id, "complete")
+            self.storage.set_stage(arch.id, str(COMPLETE))
 
     def step(self, step: int) -> None:
         from archsearch.ir import Cell
         from archsearch.mutation import MutationError, mutate
 
-        complete = self.storage.list_architectures(self.search_id, stage="complete")
+        complete = self.storage.list_architectures(self.search_id, stage=str(COMPLETE))
         parent = complete[int(self.rng.integers(len(complete)))]
         self.counts["proposed"] += 1
         try:
@@ -88,7 +89,7 @@ class _Simulation:
         mutation = {**record.to_dict(), "step": step, "parent": parent.name}
         arch, created = self.storage.add_architecture(
             self.search_id, name=f"m{step}", graph_json=child.to_json(), structural_hash=child.structural_hash(),
-            fingerprint=None, parent_id=parent.id, mutation=mutation, origin="mutant", stage="filter#1")
+            fingerprint=None, parent_id=parent.id, mutation=mutation, origin="mutant", stage=str(Stage.filter(1)))
         if not created:
             self.counts["duplicates"] += 1
             return
@@ -96,22 +97,22 @@ class _Simulation:
         self._pipeline(arch.id)
 
     def _pipeline(self, arch_id: int) -> None:
-        self._evaluate(arch_id, self.config.filter_task, "filter#1", 1)
+        self._evaluate(arch_id, self.config.filter_task, str(Stage.filter(1)), 1)
         if self.quality[arch_id] < 0.85 and self.rng.random() < 0.7:
             self.counts["filtered_out"] += 1
-            self.storage.set_stage(arch_id, "filtered_out#1")
+            self.storage.set_stage(arch_id, str(Stage(StageKind.FILTERED_OUT, visit=1)))
             return
         self.counts["passed_filter"] += 1
-        for i, task in enumerate(self.config.tasks):
-            self.storage.set_stage(arch_id, f"task:{task}#1")
-            self._evaluate(arch_id, task, f"task:{task}#1", self.config.settings_per_task)
-            last = i + 1 == len(self.config.tasks)
-            if not last and self.quality[arch_id] * float(self.rng.uniform(0.9, 1.1)) < self.config.gate:
+        for task in self.config.tasks:
+            stage = Stage.on_task(task, 1)
+            self.storage.set_stage(arch_id, str(stage))
+            self._evaluate(arch_id, task, str(stage), self.config.settings_per_task)
+            if self.quality[arch_id] * float(self.rng.uniform(0.9, 1.1)) < self.config.gate:  # after every task
                 self.counts[f"gated_out:{task}"] += 1
-                self.storage.set_stage(arch_id, f"gated_out:{task}#1")
+                self.storage.set_stage(arch_id, str(Stage(StageKind.GATED_OUT, task, 1)))
                 return
         self.counts["completed"] += 1
-        self.storage.set_stage(arch_id, "complete")
+        self.storage.set_stage(arch_id, str(COMPLETE))
 
     def _evaluate(self, arch_id: int, task: str, purpose: str, count: int) -> None:
         from archsearch.train import sample_hparams

@@ -2,6 +2,7 @@
 
 from archsearch._lazy import lazy_getattr
 from archsearch.search._config import PRESETS, SearchConfig, preset
+from archsearch.search._stage import Stage, StageKind
 
 # The config is torch-free (read paths need only it); the driver and settings load on first use.
 _LAZY = {
@@ -11,4 +12,4 @@ _LAZY = {
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
-__all__ = ["PRESETS", "SOURCES", "Progress", "SearchConfig", "SearchDriver", "choose_settings", "evaluation_seed", "job_train_config", "preset"]
+__all__ = ["PRESETS", "SOURCES", "Progress", "SearchConfig", "SearchDriver", "Stage", "StageKind", "choose_settings", "evaluation_seed", "job_train_config", "preset"]

@@ -15,6 +15,23 @@ _DEFINING = (
 )
 
 
+def _check_overrides(label: str, overrides: dict[str, Any]) -> None:
+    """Refuse overrides that are not :class:`~archsearch.train.TrainConfig` fields or values it refuses, here
+    rather than in every evaluation on the workers."""
+    from archsearch.errors import ArchsearchError
+    from archsearch.train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SearchConfigError(f"{label}: {', '.join(map(repr, unknown))} is not a training setting; "
+                                f"known: {', '.join(sorted(known))}")
+    try:
+        replace(TrainConfig(), **overrides)
+    except (TypeError, ValueError, ArchsearchError) as e:
+        raise SearchConfigError(f"{label}: {e}") from None
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The search procedure of Jozefowicz et al. (2015) §3.1-3.3 (paper defaults)."""
@@ -69,6 +86,8 @@ class SearchConfig:
         for ok, message in checks:
             if not ok:
                 raise SearchConfigError(message)
+        for label, overrides in (("train_overrides", self.train_overrides), ("filter_overrides", self.filter_overrides)):
+            _check_overrides(label, overrides)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

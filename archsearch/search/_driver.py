@@ -1,14 +1,9 @@
 """The search driver (paper §3.1-3.3): the only writer of the database.
 
 Every architecture in flight is a small state machine whose state is its
-``stage`` column; all work is ``queued`` evaluations in the database, so a
-driver killed at any point resumes by re-queueing what was running. Stages::
-
-    init                      seeds: init_settings_per_task settings on every task
-    filter#v                  one memorization setting (visit v of this architecture)
-    task:<name>#v             settings_per_task settings on one search task, then the 90% gate
-    complete                  passed everything: eligible for the top-100 list
-    filtered_out#v / gated_out:<name>#v   stopped; may be re-examined later with fresh settings
+``stage`` column (a :class:`~archsearch.search.Stage`, stored as its string);
+all work is ``queued`` evaluations in the database, so a driver killed at any
+point resumes by re-queueing what was running.
 
 Randomness is derived from (search seed, step number) or (search seed,
 architecture, stage), so a resumed search continues exactly as it would have.
@@ -31,12 +26,13 @@ from archsearch.executors import EvalJob, EvalOutcome, Executor, GroupJob
 from archsearch.ir import Cell
 from archsearch.search._config import SearchConfig
 from archsearch.search._settings import choose_settings
+from archsearch.search._stage import COMPLETE, INIT, Stage, StageKind
 from archsearch.search_spaces import seed as seed_cell
-from archsearch.storage import ArchitectureRecord, EvaluationRecord, LeaderboardStorage
+from archsearch.storage import ArchitectureRecord, EvalStatus, EvaluationRecord, LeaderboardStorage, SearchStatus
+from archsearch.tasks import Metric
 from archsearch.train import HyperParams, task_config
 
 log = logging.getLogger(__name__)
-COMPLETE = "complete"
 _MAX_IDLE_STEPS = 200  # mutation steps in a row that create no work before the driver waits
 
 
@@ -54,12 +50,6 @@ class Progress:
     elapsed: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
     activity: dict[str, Any] = field(default_factory=dict)
-
-
-def _stage_parts(stage: str) -> tuple[str, int]:
-    """'task:xml#2' -> ('task:xml', 2); 'complete' -> ('complete', 0)."""
-    base, _, visit = stage.partition("#")
-    return base, int(visit) if visit else 0
 
 
 def evaluation_seed(structural_hash: str, task: str, hparams_hash: str) -> int:
@@ -119,13 +109,13 @@ class SearchDriver:
             cfg.check_compatible(record.config)
             requeued = self.storage.requeue_running(record.id)
             log.info("resuming search %r (%d evaluations re-queued)", cfg.name, requeued)
-        self.search = self.storage.update_search(record.id, status="running")
+        self.search = self.storage.update_search(record.id, status=SearchStatus.RUNNING)
         self.state: dict[str, Any] = dict(self.search.state or {})
         self.state.setdefault("step", 0)
         self.state.setdefault("counters", {})
         self._counts.update(self.state["counters"])
         for ev in self.storage.evaluations(search_id=self.search.id):
-            if ev.status == "queued":
+            if ev.status == EvalStatus.QUEUED:
                 self._queue.append(ev.id)
                 self._evals[ev.id] = ev
             self._counts[f"evals_{ev.status}"] += 1
@@ -152,10 +142,10 @@ class SearchDriver:
             if arch is None:
                 arch, _ = self.storage.add_architecture(
                     self.search.id, name=name, graph_json=cell.to_json(), structural_hash=cell.structural_hash(),
-                    fingerprint=None, parent_id=None, mutation=None, origin="seed", stage="init",
+                    fingerprint=None, parent_id=None, mutation=None, origin="seed", stage=str(INIT),
                 )
-            if arch.stage == "init":
-                self._enter(arch, "init")
+            if Stage.parse(arch.stage) == INIT:
+                self._enter(arch, INIT)
 
     # ================================================================== stages
     def _init_settings(self, arch: ArchitectureRecord) -> int:
@@ -164,40 +154,41 @@ class SearchDriver:
             return cfg.reference_settings_per_task
         return cfg.init_settings_per_task
 
-    def _expected(self, stage: str, arch: ArchitectureRecord) -> int:
-        base, _ = _stage_parts(stage)
-        if base == "init":
+    def _expected(self, stage: Stage, arch: ArchitectureRecord) -> int:
+        """How many evaluations ``stage`` queues for ``arch`` (on all its tasks)."""
+        if stage.kind is StageKind.INIT:
             return self._init_settings(arch) * len(self.config.tasks)
-        return 1 if base == "filter" else self.config.settings_per_task
+        return 1 if stage.kind is StageKind.FILTER else self.config.settings_per_task
 
-    def _stage_task(self, stage: str) -> str | None:
-        base, _ = _stage_parts(stage)
-        return self.config.filter_task if base == "filter" else base[5:] if base.startswith("task:") else None
+    def _stage_tasks(self, stage: Stage) -> tuple[str, ...]:
+        if stage.kind is StageKind.INIT:
+            return self.config.tasks
+        return (self.config.filter_task,) if stage.kind is StageKind.FILTER else (stage.task,)
 
-    def _enter(self, arch: ArchitectureRecord, stage: str) -> None:
+    def _enter(self, arch: ArchitectureRecord, stage: Stage) -> None:
         """Move ``arch`` to ``stage`` and queue the stage's evaluations (idempotent)."""
-        if arch.stage != stage:
-            self.storage.set_stage(arch.id, stage)
-        tasks = self.config.tasks if stage == "init" else [self._stage_task(stage)]
-        per_task = self._init_settings(arch) if stage == "init" else self._expected(stage, arch)
+        if arch.stage != str(stage):
+            self.storage.set_stage(arch.id, str(stage))
+        tasks = self._stage_tasks(stage)
+        per_task = self._init_settings(arch) if stage == INIT else self._expected(stage, arch)
         # §3.3: a child's settings on a search task come from its parent (the filter's one setting is random)
         parent = None
-        if stage.startswith("task:") and arch.parent_id is not None:
+        if stage.kind is StageKind.TASK and arch.parent_id is not None:
             parent = self.storage.get_architecture(arch.parent_id)
         cell = Cell.from_json(arch.graph_json)
         for task in tasks:
             rng = np.random.default_rng([self.config.seed, arch.id, zlib.crc32(f"{stage}|{task}".encode())])
             pools = self._pools(parent, task, own=False) if parent is not None else {}
-            self._queue_settings(arch, cell, task, per_task, stage, rng, pools)
+            self._queue_settings(arch, cell, task, per_task, str(stage), stage.kind.value, rng, pools)
 
-    def _queue_settings(self, arch: ArchitectureRecord, cell: Cell, task: str, count: int, purpose: str,
+    def _queue_settings(self, arch: ArchitectureRecord, cell: Cell, task: str, count: int, purpose: str, why: str,
                         rng: np.random.Generator, pools: dict[str, Any]) -> None:
-        """Queue ``count`` settings of ``arch`` on ``task`` it has not run (§3.3 sources from ``pools``)."""
+        """Queue ``count`` settings of ``arch`` on ``task`` it has not run (§3.3 sources from ``pools``), each
+        counted as ``source:<why>:<source>``."""
         mine = self.storage.evaluations(architecture_id=arch.id, task=task)
         taken = {HyperParams.from_dict(e.hparams).key() for e in mine if e.purpose != purpose}
         budgets = self.task(task).param_budgets
         fixed = 1 if cell.depth > 1 else None
-        kind = _stage_parts(purpose)[0].partition(":")[0]
         for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
                                           threshold=self.config.parent_settings_threshold, **pools):
             ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose)
@@ -205,7 +196,7 @@ class SearchDriver:
                 self._queue.append(ev.id)
                 self._evals[ev.id] = ev
                 self._counts["evals_queued"] += 1
-                self._counts[f"source:{kind}:{source}"] += 1
+                self._counts[f"source:{why}:{source}"] += 1
 
     def _pools(self, history: ArchitectureRecord, task: str, *, own: bool) -> dict[str, Any]:
         """§3.3 pools for settings on ``task``: ``history``'s settings ranked by result, how many it ran, and the
@@ -219,14 +210,14 @@ class SearchDriver:
         norms = self.storage.normalizers(self.search.id, self.config.reference)
 
         def ranked(arch_id: int, on_task: str | None) -> list[tuple[float, HyperParams]]:
-            done = self.storage.evaluations(architecture_id=arch_id, task=on_task, status="done")
+            done = self.storage.evaluations(architecture_id=arch_id, task=on_task, status=EvalStatus.DONE)
             return [((e.metric or 0.0) / (norms.get(e.task) or 1.0), HyperParams.from_dict(e.hparams))
                     for e in done if e.task in self.config.tasks]
 
         def best_first(items: list[tuple[float, HyperParams]]) -> list[HyperParams]:
             return [hp for _, hp in sorted(items, key=lambda t: -t[0])]
 
-        total = len(self.storage.evaluations(architecture_id=history.id, status="done"))
+        total = len(self.storage.evaluations(architecture_id=history.id, status=EvalStatus.DONE))
         reference: list[tuple[float, HyperParams]] = []
         for name in ("lstm", "gru"):
             ref = self.storage.find_architecture(self.search.id, name=name)
@@ -237,40 +228,45 @@ class SearchDriver:
 
     def _advance(self, arch: ArchitectureRecord) -> None:
         """Called when ``arch`` has nothing queued or running: decide its next stage."""
-        stage = arch.stage
-        base, visit = _stage_parts(stage)
-        if not (base in ("init", "filter") or base.startswith("task:")):
+        stage = Stage.parse(arch.stage)
+        if not stage.in_progress:
             return  # complete or stopped: nothing to advance (a re-evaluation just finished)
-        mine = self.storage.evaluations(architecture_id=arch.id)
-        if sum(e.purpose == stage for e in mine) < self._expected(stage, arch):
+        mine = [e for e in self.storage.evaluations(architecture_id=arch.id) if e.purpose == arch.stage]
+        if len(mine) < self._expected(stage, arch):
             self._enter(arch, stage)  # a crash interrupted queueing this stage: finish it
             if any(e.architecture_id == arch.id for e in self._evals.values()):
                 return
-        if base == "init":
-            self.storage.set_stage(arch.id, COMPLETE)
-            return
-        if base == "filter":
-            passed = [e for e in mine if e.purpose == stage and e.status == "done" and not e.diverged
-                      and (e.metric or 0.0) >= self.config.filter_threshold]
-            if passed:
-                self._counts["passed_filter"] += 1
-                self._enter(arch, f"task:{self.config.tasks[0]}#{visit}")
-            else:
-                self._counts["filtered_out"] += 1
-                self.storage.set_stage(arch.id, f"filtered_out#{visit}")
-            return
-        task = base[5:]
+        if stage.kind is StageKind.INIT:
+            self.storage.set_stage(arch.id, str(COMPLETE))
+        elif stage.kind is StageKind.FILTER:
+            self._after_filter(arch, stage, mine)
+        else:
+            self._after_task(arch, stage)
+
+    def _after_filter(self, arch: ArchitectureRecord, stage: Stage, mine: list[EvaluationRecord]) -> None:
+        metric = Metric(self.task(self.config.filter_task).metric)
+        if any(e.status == EvalStatus.DONE and not e.diverged and e.valid is not None
+               and metric.reached(e.valid, self.config.filter_threshold) for e in mine):
+            self._counts["passed_filter"] += 1
+            self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit))
+        else:
+            self._counts["filtered_out"] += 1
+            self.storage.set_stage(arch.id, str(Stage(StageKind.FILTERED_OUT, visit=stage.visit)))
+
+    def _after_task(self, arch: ArchitectureRecord, stage: Stage) -> None:
+        """§3.1: the 90% gate follows every task, the last included."""
+        task = stage.task
         best = self.storage.best_scores(arch.id).get(task, 0.0)
         reference = self.storage.normalizers(self.search.id, self.config.reference).get(task)
         index = self.config.tasks.index(task)
-        if not (reference and best > self.config.gate * reference):  # §3.1: the gate follows every task
+        if not (reference and best > self.config.gate * reference):
             self._counts[f"gated_out:{task}"] += 1
-            self.storage.set_stage(arch.id, f"gated_out:{task}#{visit}")
+            self.storage.set_stage(arch.id, str(Stage(StageKind.GATED_OUT, task, stage.visit)))
         elif index + 1 == len(self.config.tasks):
             self._counts["completed"] += 1
-            self.storage.set_stage(arch.id, COMPLETE)
+            self.storage.set_stage(arch.id, str(COMPLETE))
         else:
-            self._enter(arch, f"task:{self.config.tasks[index + 1]}#{visit}")
+            self._enter(arch, Stage.on_task(self.config.tasks[index + 1], stage.visit))
 
     # ================================================================== steps
     def _seeds_ready(self) -> bool:
@@ -279,7 +275,7 @@ class SearchDriver:
         if self._frozen:
             return True
         archs = [self.storage.find_architecture(self.search.id, name=n) for n in self.config.seeds]
-        if not all(a is not None and a.stage == COMPLETE for a in archs):
+        if not all(a is not None and a.stage == str(COMPLETE) for a in archs):
             return False
         live = self.storage.normalizers(self.search.id, self.config.reference)
         if not all(live.get(t, 0.0) > 0 for t in self.config.tasks):
@@ -292,17 +288,21 @@ class SearchDriver:
         log.info("initialization done: normalizers fixed at %s", live)
         return True
 
+    def _select(self, rng: np.random.Generator) -> ArchitectureRecord:
+        """§3.1: the architecture a step re-evaluates or mutates, uniformly from the top list."""
+        top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
+        return top[int(rng.integers(len(top)))][0]
+
     def _step(self) -> bool:
         """One step of §3.1: re-evaluate or mutate. Returns True if it queued work."""
         step = self.state["step"]
         self.state["step"] = step + 1
         self._save_state()  # before acting: a crash mid-step is repaired by _advance, never replayed twice
         rng = np.random.default_rng([self.config.seed, 7, step])
-        top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
-        arch = top[int(rng.integers(len(top)))][0]
+        arch = self._select(rng)
         if rng.random() < self.config.p_reevaluate:
             self._counts["reevaluations"] += 1
-            self._fresh_settings(arch, f"reeval#{step}", rng)
+            self._fresh_settings(arch, f"reeval#{step}", "reeval", rng)
             return True
         return self._mutate_step(arch, rng, step)
 
@@ -316,6 +316,8 @@ class SearchDriver:
             self._counts["mutation_failures"] += 1
             log.warning("mutation of %s failed: %s", parent.name, e)
             return False
+        for reason, count in record.rejection_reasons.items():  # children rejected before any training
+            self._counts[f"rejected:{reason}"] += count
         structural = child.structural_hash()
         existing = self.storage.find_architecture(self.search.id, structural_hash=structural)
         fp = fingerprint(child)
@@ -326,26 +328,26 @@ class SearchDriver:
         mutation = {**record.to_dict(), "step": step, "parent": parent.name}
         arch, created = self.storage.add_architecture(
             self.search.id, name=child.name, graph_json=child.to_json(), structural_hash=structural,
-            fingerprint=fp, parent_id=parent.id, mutation=mutation, origin="mutant", stage="filter#1",
+            fingerprint=fp, parent_id=parent.id, mutation=mutation, origin="mutant", stage=str(Stage.filter(1)),
         )
-        self._enter(arch, "filter#1")
+        self._enter(arch, Stage.filter(1))
         return True
 
     def _reexamine(self, arch: ArchitectureRecord, step: int, rng: np.random.Generator) -> bool:
         """A child equal to a known architecture (§3.1): a stopped one is re-examined, a complete one outside
         the top list gets fresh settings on every task, one on the list (or still in flight) is a duplicate."""
-        base, visit = _stage_parts(arch.stage)
-        if base.startswith("filtered_out"):
+        stage = Stage.parse(arch.stage)
+        if stage.kind is StageKind.FILTERED_OUT:
             self._counts["reexamined"] += 1
-            self._enter(arch, f"filter#{visit + 1}")
+            self._enter(arch, Stage.filter(stage.visit + 1))
             return True
-        if base.startswith("gated_out"):
+        if stage.kind is StageKind.GATED_OUT:
             self._counts["reexamined"] += 1  # all its settings are kept: skip the filter, fresh settings only
-            self._enter(arch, f"task:{self.config.tasks[0]}#{visit + 1}")
+            self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit + 1))
             return True
-        if base == COMPLETE and not self._in_top(arch.id):
+        if stage == COMPLETE and not self._in_top(arch.id):
             self._counts["reexamined_complete"] += 1
-            self._fresh_settings(arch, f"reexamine#{step}", rng)
+            self._fresh_settings(arch, f"reexamine#{step}", "reexamine", rng)
             return True
         self._counts["duplicates"] += 1
         return False
@@ -354,13 +356,13 @@ class SearchDriver:
         top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
         return any(a.id == arch_id for a, _, _ in top)
 
-    def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, rng: np.random.Generator) -> None:
+    def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, why: str, rng: np.random.Generator) -> None:
         """``settings_per_task`` settings the cell has not run on every search task, drawn by §3.3 with the
         cell as its own parent (re-evaluations and re-examinations)."""
         cell = Cell.from_json(arch.graph_json)
         for task in self.config.tasks:
             pools = self._pools(arch, task, own=True)
-            self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, rng, pools)
+            self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, why, rng, pools)
 
     # ================================================================== running
     def _job(self, ev: EvaluationRecord) -> EvalJob:
@@ -410,6 +412,11 @@ class SearchDriver:
                 return
             idle = 0 if self._step() else idle + 1
 
+    def _score(self, task: str, result: dict[str, Any]) -> float:
+        """What the search ranks and divides: the task's :class:`Metric` score of the best validation value
+        (positive, higher is better whatever the metric's direction; 0 if the run diverged)."""
+        return 0.0 if result.get("diverged") else Metric(self.task(task).metric).score(result.get("valid"))
+
     def _record(self, outcome: EvalOutcome) -> None:
         ev = self._evals.pop(outcome.evaluation_id, None)
         if ev is None:  # an executor handed the same outcome back twice: the first one counts
@@ -417,7 +424,9 @@ class SearchDriver:
             return
         self._submitted.discard(outcome.evaluation_id)
         if outcome.ok:
-            self.storage.record_result(ev.id, {**outcome.result, "worker": outcome.worker, "attempts": outcome.attempts})
+            score = self._score(ev.task, outcome.result)
+            self.storage.record_result(ev.id, {**outcome.result, "metric": score, "worker": outcome.worker,
+                                               "attempts": outcome.attempts})
             self._counts["evals_done"] += 1
         else:
             log.warning("evaluation %d (%s) failed on %s: %s", ev.id, ev.task, outcome.worker, outcome.error)
@@ -431,12 +440,11 @@ class SearchDriver:
         """After a restart: advance architectures whose stage has nothing left to run."""
         busy = {e.architecture_id for e in self._evals.values()}
         for arch in self.storage.list_architectures(self.search.id):
-            base, _ = _stage_parts(arch.stage)
-            if arch.id not in busy and (base in ("init", "filter") or base.startswith("task:")):
+            if arch.id not in busy and Stage.parse(arch.stage).in_progress:
                 self._advance(arch)
 
     def progress(self) -> Progress:
-        stages = Counter(_stage_parts(a.stage)[0] for a in self.storage.list_architectures(self.search.id))
+        stages = Counter(Stage.parse(a.stage).label for a in self.storage.list_architectures(self.search.id))
         top = self.storage.top_k(self.search.id, 5, list(self.config.tasks), self.config.reference)
         elapsed = time.monotonic() - self._started
         return Progress(
@@ -454,13 +462,13 @@ class SearchDriver:
         self._open()
         self._repair()
         last_report = 0.0
-        status = "stopped"
+        status = SearchStatus.STOPPED
         try:
             while True:
                 self._fill()
                 if self.executor.in_flight() == 0:
                     if not self._budget_left():
-                        status = "finished"
+                        status = SearchStatus.FINISHED
                         break
                     if self._out_of_time() or not self._queue:
                         break

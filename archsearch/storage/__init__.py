@@ -29,8 +29,10 @@ from archsearch.storage._records import (
     RESULT_KEYS,
     SEARCH_STATUSES,
     ArchitectureRecord,
+    EvalStatus,
     EvaluationRecord,
     SearchRecord,
+    SearchStatus,
     hparams_hash,
 )
 
@@ -55,10 +57,12 @@ __all__ = [
     "RESULT_KEYS",
     "SEARCH_STATUSES",
     "ArchitectureRecord",
+    "EvalStatus",
     "EvaluationRecord",
     "LeaderboardStorage",
     "SQLStorage",
     "SearchRecord",
+    "SearchStatus",
     "evaluation_score",
     "hparams_hash",
     "normalized_fitness",

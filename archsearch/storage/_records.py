@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import hashlib
 import json
 import math
@@ -28,9 +29,26 @@ MAX_WORKER_LENGTH = 256  # worker identity, e.g. 'ray:node-3:pid-1234'
 MAX_ERROR_LENGTH = 20_000  # failure messages and tracebacks are truncated to this
 
 # ---- Allowed values ----
-SEARCH_STATUSES = ("running", "finished", "stopped")
+class SearchStatus(str, enum.Enum):
+    """A search: ``running`` (a driver works on it), ``finished`` (its budget is spent) or ``stopped``."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+
+
+class EvalStatus(str, enum.Enum):
+    """An evaluation: ``queued``, ``running`` (on a worker), ``done`` (a result) or ``failed`` (an error)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+SEARCH_STATUSES = tuple(s.value for s in SearchStatus)
 ORIGINS = ("seed", "mutant")
-EVALUATION_STATUSES = ("queued", "running", "done", "failed")
+EVALUATION_STATUSES = tuple(s.value for s in EvalStatus)
 COMPLETE_STAGE = "complete"  # architectures that may sit on the top-100 list
 RESULT_KEYS = ("metric", "valid", "test", "epochs", "seconds", "params", "diverged")
 

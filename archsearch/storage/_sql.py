@@ -32,6 +32,8 @@ from archsearch.storage._records import (
     ORIGINS,
     RESULT_KEYS,
     SEARCH_STATUSES,
+    EvalStatus,
+    SearchStatus,
     ArchitectureRecord,
     EvaluationRecord,
     SearchRecord,
@@ -203,6 +205,7 @@ class SQLStorage(LeaderboardStorage):
         self._check_writable()
         if status is not None:
             check_choice(status, SEARCH_STATUSES, "search status")
+            status = SearchStatus(status).value
         state_json = None if state is None else to_json(state, "search state")
         with self._session() as session:
             row = SearchModel.find_or_raise_by_id(session, search_id)
@@ -434,6 +437,7 @@ class SQLStorage(LeaderboardStorage):
     ) -> list[EvaluationRecord]:
         if status is not None:
             check_choice(status, EVALUATION_STATUSES, "evaluation status")
+            status = EvalStatus(status).value
         # Plain tuples, not ORM objects: several times faster for a search's 100k evaluations.
         stmt = _filter_evaluations(select(*_EVALUATION_COLUMNS), search_id, architecture_id, task, status)
         with self._session() as session:

@@ -27,8 +27,9 @@ from torch import nn
 from archsearch.compiler import BatchedCell, BatchedCellStack
 from archsearch.errors import ArchsearchError, HyperParameterError
 from archsearch.ir import Cell, Op
+from archsearch.tasks import Kind, Metric
 from archsearch.train._config import HyperParams, TrainConfig, TrainResult
-from archsearch.train._loop import Schedule, _search_metric, batchify
+from archsearch.train._loop import Schedule, batchify
 from archsearch.train._model import SequenceModel, build_model, units_for_budget
 
 BatchedEpochCallback = Callable[[int, dict], None]
@@ -40,7 +41,7 @@ def _shape_key(cell: Cell, task, hp: HyperParams, config: TrainConfig) -> tuple[
     layers = 1 if cell.depth > 1 else hp.layers
     budget = max(1, round(hp.params * config.param_scale))
     units = units_for_budget(
-        cell, budget, layers, task.num_inputs, task.num_outputs, task.kind == "symbols", config.min_units
+        cell, budget, layers, task.num_inputs, task.num_outputs, task.kind == Kind.SYMBOLS, config.min_units
     )
     return layers, units
 
@@ -210,17 +211,17 @@ def _train_epoch(model, data: _Stacked, lr, max_norm, unroll: int, batch_size: i
 
 
 @torch.no_grad()
-def _evaluate(model: BatchedSequenceModel, data: _Stacked, metric: str) -> list[float]:
+def _evaluate(model: BatchedSequenceModel, data: _Stacked, metric: Metric) -> list[float]:
     """The task's metric per slice (as ``_loop.evaluate``): one pass over each slice's lanes."""
     model.eval()
     logits, _ = model(data.inputs)
     mask = data.mask
     scored = mask.flatten(1).sum(1).clamp(min=1)
-    if metric == "accuracy":
+    if metric.from_predictions:
         correct = (logits.argmax(-1) == data.targets).to(mask.dtype) * mask
         return (correct.flatten(1).sum(1) / scored).tolist()
     nll = ((_per_position_loss(logits, data.targets, model.symbols) * mask).flatten(1).sum(1) / scored).tolist()
-    return [math.exp(-v) for v in nll] if metric == "exp_neg_nll" else nll
+    return [metric.from_nll(v) for v in nll]
 
 
 # ---------------------------------------------------------------- one slice's schedule
@@ -303,11 +304,12 @@ def train_batched(
     units = models[0].cells.hidden_size
     model = BatchedSequenceModel(models).to(device)
     del models
-    slices = [_Slice(hp, seed, Schedule(hp.lr, task.metric, config)) for hp, seed in zip(hps, seeds)]
+    metric = Metric(task.metric)
+    slices = [_Slice(hp, seed, Schedule(hp.lr, metric, config)) for hp, seed in zip(hps, seeds)]
     eval_len = config.valid_positions if task.synthetic else config.eval_corpus_positions
     valid = _stack_streams([task.stream("valid", s, eval_len) for s in seeds], config.batch_size, device)
     anneal = config.anneal_slope and any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
-    max_epochs = config.music_max_epochs if config.schedule == "music" else config.max_epochs
+    max_epochs = config.epoch_limit
     dtype = model.head_weight.dtype
     active = list(range(len(hps)))  # slices still training; ``model`` holds exactly these, in this order
 
@@ -330,7 +332,7 @@ def train_batched(
         values: list[float | None] = [None] * len(active)
         if survivors:
             # ``model`` already dropped the diverged slices: it holds ``survivors`` in order
-            for j, v in zip(survivors, _evaluate(model, valid.select([active[j] for j in survivors]), task.metric)):
+            for j, v in zip(survivors, _evaluate(model, valid.select([active[j] for j in survivors]), metric)):
                 values[j] = v
         keep = []
         for j, i in enumerate(active):
@@ -353,16 +355,15 @@ def train_batched(
         final = model.select([0] * len(finished))  # any slice gives the shapes; every slice is overwritten
         final.load_slices([slices[i].best_weights for i in finished])
         test = _stack_streams([task.stream("test", slices[i].seed, eval_len) for i in finished], config.batch_size, device)
-        tests = dict(zip(finished, _evaluate(final, test, task.metric)))
+        tests = dict(zip(finished, _evaluate(final, test, metric)))
     seconds = (time.perf_counter() - started) / len(hps)
     results = []
     for i, s in enumerate(slices):
         common = dict(task=task.name, epochs=len(s.history), seconds=seconds, params=n_params[i], units=units,
-                      metric_name=task.metric, final_lr=s.lr, history=s.history)
+                      metric_name=metric.value, final_lr=s.lr, history=s.history)
         if i not in tests:
             results.append(TrainResult(metric=0.0, valid=float("nan"), test=float("nan"), diverged=True, **common))
             continue
-        perplexity = 1.0 / s.best if task.metric == "exp_neg_nll" else None
-        results.append(TrainResult(metric=_search_metric(s.best, task.metric), valid=s.best, test=tests[i],
-                                   perplexity=perplexity, **common))
+        results.append(TrainResult(metric=metric.score(s.best), valid=s.best, test=tests[i],
+                                   perplexity=metric.perplexity(s.best), **common))
     return results

@@ -6,12 +6,14 @@ else about a run (batch, unroll, epoch size, schedule), chosen by a named scale.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from archsearch.errors import HyperParameterError
+from archsearch.tasks import Kind
 
 # ---------------------------------------------------------------- paper §3.7 ranges
 INIT_SCALES = (0.3, 0.7, 1.0, 1.4, 2.0, 2.8)
@@ -78,6 +80,14 @@ def sample_hparams(rng: np.random.Generator, budgets: tuple[int, ...], fixed_lay
     )
 
 
+class LRSchedule(str, enum.Enum):
+    """Learning-rate schedules (paper §3.6): see ``archsearch.train.Schedule``."""
+
+    SEARCH = "search"  # after `patience` bad epochs, halve every epoch for `decay_epochs` more, then stop
+    MUSIC = "music"  # x0.8 after 10 bad epochs (counter reset), stop below 1e-3 or after music_max_epochs
+    FILTER = "filter"  # memorization: halve after `patience` bad epochs and go on
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a run is trained; the scale presets below fill it in."""
@@ -94,10 +104,22 @@ class TrainConfig:
     decay_epochs: int = 4  # search schedule: epochs of halving before stopping
     param_scale: float = 1.0  # multiply the paper's parameter budgets (small runs)
     min_units: int = 4
-    schedule: str = "search"  # "search" or "music" (paper §3.6); "filter": halve lr after `patience` bad epochs, never stop early
+    schedule: LRSchedule = LRSchedule.SEARCH  # (a string value is accepted and converted)
     music_max_epochs: int = 800
     anneal_slope: bool = True  # HM-LSTM: a = min(5, 1 + 0.04 epoch)
     target: float | None = None  # stop as soon as validation reaches this (the memorization filter only needs pass/fail)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "schedule", LRSchedule(self.schedule))
+        except ValueError:
+            choices = ", ".join(s.value for s in LRSchedule)
+            raise HyperParameterError(f"unknown schedule {self.schedule!r}; choose one of {choices}") from None
+
+    @property
+    def epoch_limit(self) -> int:
+        """The most epochs a run may take under this schedule."""
+        return self.music_max_epochs if self.schedule is LRSchedule.MUSIC else self.max_epochs
 
     def with_overrides(self, **changes: Any) -> "TrainConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -152,7 +174,7 @@ FILTER_THRESHOLD = 0.95  # paper §3.1: memorization accuracy an architecture ne
 # time. max_epochs is the filter's budget in minibatches / 20 (tiny 600, small 2,000, paper 10,000).
 _FILTER = dict(
     param_scale=1.0, epoch_positions=20 * 35 * 20, valid_positions=20 * 35 * 8, test_positions=20 * 35 * 8,
-    patience=5, schedule="filter", target=FILTER_THRESHOLD,
+    patience=5, schedule=LRSchedule.FILTER, target=FILTER_THRESHOLD,
 )
 FILTER_OVERRIDES: dict[str, dict[str, Any]] = {
     "tiny": {**_FILTER, "max_epochs": 30},
@@ -174,8 +196,8 @@ def task_config(scale: str, task) -> TrainConfig:
     config = scale_config(scale)
     if task.name == "memorize":
         return replace(config, **FILTER_OVERRIDES[scale])
-    if task.kind == "piano":
-        return replace(config, schedule="music")
+    if task.kind == Kind.PIANO:
+        return replace(config, schedule=LRSchedule.MUSIC)
     return config
 
 

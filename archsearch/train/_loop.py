@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from archsearch.errors import ArchsearchError
 from archsearch.ir import Cell, Op
-from archsearch.train._config import HyperParams, TrainConfig, TrainResult
+from archsearch.tasks import Metric
+from archsearch.train._config import HyperParams, LRSchedule, TrainConfig, TrainResult
 from archsearch.train._model import SequenceModel, build_model
 
 EpochCallback = Callable[[dict], None]
@@ -89,25 +90,16 @@ def train_epoch(model: SequenceModel, data: Batches, lr: float, max_grad_norm: f
 
 
 @torch.no_grad()
-def evaluate(model: SequenceModel, data: Batches, metric: str) -> float:
-    """The task's metric on a stream: accuracy, exp(-NLL per scored position), or NLL per time step."""
+def evaluate(model: SequenceModel, data: Batches, metric: Metric) -> float:
+    """The task's metric on a stream: from the argmax predictions (accuracy) or from the NLL per scored position."""
     model.eval()
     logits, _ = model(data.inputs)  # no truncation needed without gradients: one pass over the lanes
     mask = data.mask
-    if metric == "accuracy":
+    if metric.from_predictions:
         correct = (logits.argmax(-1) == data.targets).to(mask.dtype) * mask
         return float(correct.sum() / mask.sum().clamp(min=1))
     nll = float((_per_position_loss(logits, data.targets, model.symbols) * mask).sum() / mask.sum().clamp(min=1))
-    return math.exp(-nll) if metric == "exp_neg_nll" else nll
-
-
-def _better(a: float, b: float | None, metric: str) -> bool:
-    return b is None or (a < b if metric == "nll" else a > b)
-
-
-def _search_metric(value: float, metric: str) -> float:
-    """Higher-is-better number the search compares (music NLL is negated)."""
-    return -value if metric == "nll" else value
+    return metric.from_nll(nll)
 
 
 @dataclass
@@ -121,7 +113,7 @@ class Schedule:
     """
 
     lr: float
-    metric: str
+    metric: Metric
     config: TrainConfig
     best: float | None = None
     bad_epochs: int = 0
@@ -129,23 +121,23 @@ class Schedule:
 
     def update(self, value: float) -> tuple[bool, bool]:
         """Record one epoch's validation value; return (improved, stop). Updates ``lr`` for the next epoch."""
-        improved = _better(value, self.best, self.metric)
+        improved = self.metric.better(value, self.best)
         if improved:
             self.best, self.bad_epochs = value, 0
         else:
             self.bad_epochs += 1
         target = self.config.target
-        if target is not None and (_better(value, target, self.metric) or value == target):
+        if target is not None and self.metric.reached(value, target):
             return improved, True
         return improved, self._next_lr()
 
     def _next_lr(self) -> bool:
         config = self.config
-        if config.schedule == "filter":
+        if config.schedule is LRSchedule.FILTER:
             if self.bad_epochs >= config.patience:
                 self.lr, self.bad_epochs = self.lr / 2, 0
             return False
-        if config.schedule == "music":
+        if config.schedule is LRSchedule.MUSIC:
             if self.bad_epochs >= 10:
                 self.lr, self.bad_epochs = self.lr * 0.8, 0
             return self.lr < 1e-3
@@ -195,9 +187,9 @@ def train_model(
     eval_len = config.valid_positions if task.synthetic else config.eval_corpus_positions
     valid = batchify(task.stream("valid", seed, eval_len), config.batch_size, device)
     anneal = config.anneal_slope and any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
-    max_epochs = config.music_max_epochs if config.schedule == "music" else config.max_epochs
-
-    schedule = Schedule(hp.lr, task.metric, config)
+    max_epochs = config.epoch_limit
+    metric = Metric(task.metric)
+    schedule = Schedule(hp.lr, metric, config)
     best_weights, history = None, []
     diverged = False
     # ---------------------------------------------------------------- epochs
@@ -208,7 +200,7 @@ def train_model(
         data_seed = seed * 1_000_003 + epoch if task.synthetic else seed  # fresh examples every epoch
         train_data = batchify(task.stream("train", data_seed, train_len), config.batch_size, device)
         loss = train_epoch(model, train_data, schedule.lr, hp.max_grad_norm, config.unroll)
-        value = None if loss is None else evaluate(model, valid, task.metric)
+        value = None if loss is None else evaluate(model, valid, metric)
         if loss is None or not math.isfinite(value):
             diverged = True
             break
@@ -224,16 +216,15 @@ def train_model(
     # ---------------------------------------------------------------- result
     seconds = time.perf_counter() - started
     common = dict(task=task.name, epochs=len(history), seconds=seconds, params=n_params, units=units,
-                  metric_name=task.metric, final_lr=schedule.lr, history=history)
+                  metric_name=metric.value, final_lr=schedule.lr, history=history)
     if diverged or best_weights is None:
         return TrainResult(metric=0.0, valid=float("nan"), test=float("nan"), diverged=True, **common), model
     model.load_state_dict(best_weights)
     test = batchify(task.stream("test", seed, eval_len), config.batch_size, device)
-    test_value = evaluate(model, test, task.metric)
+    test_value = evaluate(model, test, metric)
     best = schedule.best
-    perplexity = 1.0 / best if task.metric == "exp_neg_nll" else None
-    result = TrainResult(metric=_search_metric(best, task.metric), valid=best, test=test_value,
-                         perplexity=perplexity, **common)
+    result = TrainResult(metric=metric.score(best), valid=best, test=test_value, perplexity=metric.perplexity(best),
+                         **common)
     return result, model
 
 

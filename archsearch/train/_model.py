@@ -13,6 +13,7 @@ from torch import nn
 from archsearch.compiler import CellStack
 from archsearch.errors import HyperParameterError
 from archsearch.ir import SCALAR, Cell
+from archsearch.tasks import Kind
 
 
 def cell_param_count(cell: Cell, units: int, layers: int = 1) -> int:
@@ -81,7 +82,7 @@ def build_model(cell: Cell, task, budget: int, layers: int, init_scale: float, m
     """Size the model to ``budget`` parameters (binary search on the units) and build it."""
     if budget < 1:
         raise HyperParameterError(f"parameter budget must be positive, got {budget}")
-    symbols = task.kind == "symbols"
+    symbols = task.kind == Kind.SYMBOLS
     eff_layers = 1 if cell.depth > 1 else layers
     units = units_for_budget(cell, budget, eff_layers, task.num_inputs, task.num_outputs, symbols, min_units)
     return SequenceModel(cell, task.num_inputs, task.num_outputs, units, eff_layers, symbols, init_scale)
