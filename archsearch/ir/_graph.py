@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Iterator
 import networkx as nx
 
 from archsearch.errors import InvalidGraphError
+from archsearch.ir import _limits as limits
 from archsearch.ir._ops import (
     ATTR_DEFAULTS,
     BINARY,
@@ -33,7 +35,8 @@ from archsearch.ir._ops import (
 )
 
 JSON_FORMAT = "archsearch.cell/1"
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # always used with fullmatch
+_NUMBER_ATTRS = {"diag": limits.DIAG_RANGE, "bias_init": limits.BIAS_INIT_RANGE}
 _RESERVED = frozenset({"self", "torch", "F", "hard_sigmoid", "step_st", "xp", "state", "out"})
 
 
@@ -104,6 +107,7 @@ class Cell:
         base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
         if base[0].isdigit():
             base = "v_" + base
+        base = base[: limits.MAX_NAME_LENGTH - 8]  # room for "_" + a counter
         if keyword.iskeyword(base) or base in _RESERVED:
             base += "_"
         if base not in self._nodes:
@@ -202,6 +206,7 @@ class Cell:
     # --------------------------------------------------------------- validation
     def validate(self) -> "Cell":
         """Check every IR rule; raise :class:`InvalidGraphError` naming the node. Returns self."""
+        self._check_header()
         self._check_nodes()
         self._check_acyclic()
         widths = self._check_widths()
@@ -213,6 +218,22 @@ class Cell:
         where = f"node {node.name!r} ({node.op.value}): " if node is not None else ""
         raise InvalidGraphError(f"cell {self.name!r}: {where}{msg}\n{self.dump()}")
 
+    def _check_header(self) -> None:
+        """Name, doc, depth and sizes: checked first, so a huge cell is refused before any graph work."""
+        if not isinstance(self.name, str) or not self.name.isprintable() or not self.name.strip():
+            raise InvalidGraphError(f"cell name {str(self.name)[:40]!r} must be non-empty printable text on one line")
+        if len(self.name) > limits.MAX_CELL_NAME_LENGTH:
+            raise InvalidGraphError(f"cell name is {len(self.name)} characters, the limit is {limits.MAX_CELL_NAME_LENGTH}")
+        if not isinstance(self.doc, str) or len(self.doc) > limits.MAX_DOC_LENGTH:
+            raise InvalidGraphError(f"cell {self.name!r}: doc must be text of at most {limits.MAX_DOC_LENGTH} characters")
+        if not _is_int(self.depth) or not 1 <= self.depth <= limits.MAX_DEPTH:
+            raise InvalidGraphError(f"cell {self.name!r}: depth must be an integer from 1 to {limits.MAX_DEPTH}, "
+                                    f"got {self.depth!r}")
+        if len(self.states) > limits.MAX_STATES:
+            raise InvalidGraphError(f"cell {self.name!r}: {len(self.states)} states, the limit is {limits.MAX_STATES}")
+        if len(self._nodes) > limits.MAX_NODES:
+            raise InvalidGraphError(f"cell {self.name!r}: {len(self._nodes)} nodes, the limit is {limits.MAX_NODES}")
+
     def _check_nodes(self) -> None:
         if "x" not in self._nodes or self._nodes["x"].op is not Op.INPUT:
             self._fail("the input node 'x' is missing")
@@ -220,8 +241,10 @@ class Cell:
             self._fail("a cell needs at least one state")
         seen_idx: set[int] = set()
         for node in self._nodes.values():
-            if not _IDENT.match(node.name) or keyword.iskeyword(node.name) or node.name in _RESERVED:
-                self._fail("name is not a valid, unreserved identifier", node)
+            if (not isinstance(node.name, str) or len(node.name) > limits.MAX_NAME_LENGTH
+                    or not _IDENT.fullmatch(node.name) or keyword.iskeyword(node.name) or node.name in _RESERVED):
+                raise InvalidGraphError(f"cell {self.name!r}: node name {str(node.name)[:80]!r} is not a valid, "
+                                        f"unreserved identifier of at most {limits.MAX_NAME_LENGTH} characters")
             if node.op is Op.INPUT and node.name != "x":
                 self._fail("only 'x' may be the input node", node)
             if len(node.inputs) != OPS[node.op].arity:
@@ -235,7 +258,7 @@ class Cell:
             self._check_attrs(node)
             if node.op is Op.STATE:
                 idx = node.attr("index")
-                if not (0 <= idx < len(self.states)) or idx in seen_idx:
+                if not _is_int(idx) or not (0 <= idx < len(self.states)) or idx in seen_idx:
                     self._fail(f"state index {idx} is out of range or repeated", node)
                 if self.states[idx].name != node.name or self.states[idx].width != node.attr("width"):
                     self._fail(f"does not match declared state {self.states[idx]}", node)
@@ -247,21 +270,24 @@ class Cell:
         if node.op in (Op.LINEAR, Op.STATE) and node.attr("width") not in WIDTHS:
             self._fail(f"width must be one of {WIDTHS}, got {node.attr('width')!r}", node)
         if node.op is Op.LINEAR:
-            for key in ("diag", "bias_init"):
-                if not isinstance(node.attr(key), (int, float)) or isinstance(node.attr(key), bool):
-                    self._fail(f"{key} must be a number", node)
+            for key, (low, high) in _NUMBER_ATTRS.items():
+                if not _is_number(node.attr(key)) or not low <= node.attr(key) <= high:
+                    self._fail(f"{key} must be a finite number in [{low:g}, {high:g}], got {node.attr(key)!r}", node)
             if not isinstance(node.attr("bias"), bool):
                 self._fail("bias must be true or false", node)
         if node.op is Op.HARD_SIGMOID:
-            slope = node.attr("slope")
-            if slope is not None and (not isinstance(slope, (int, float)) or slope <= 0):
-                self._fail("slope must be a positive number or null (annealed)", node)
+            slope, (low, high) = node.attr("slope"), limits.SLOPE_RANGE
+            if slope is not None and (not _is_number(slope) or not low < slope <= high):
+                self._fail(f"slope must be a number in ({low:g}, {high:g}] or null (annealed), got {slope!r}", node)
 
     def _check_acyclic(self) -> None:
         g = self.nx_graph()
         if not nx.is_directed_acyclic_graph(g):
             cycle = nx.find_cycle(g)
             self._fail(f"cycle through {' -> '.join(e[0] for e in cycle)}", self._nodes[cycle[0][0]])
+        longest = nx.dag_longest_path_length(g)
+        if longest > limits.MAX_PATH:
+            self._fail(f"the longest path has {longest} ops, the limit is {limits.MAX_PATH}")
 
     def _check_widths(self) -> dict[str, str]:
         w: dict[str, str] = {}
@@ -349,13 +375,13 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Cell":
+        """Build a cell from :meth:`to_dict`'s layout (types checked here; call :meth:`validate` for the rules)."""
         try:
-            if data.get("format", JSON_FORMAT) != JSON_FORMAT:
-                raise InvalidGraphError(f"unsupported cell format {data.get('format')!r}")
+            _check_layout(data)
             cell = cls(
                 data.get("name", "cell"),
-                [StateSpec(s["name"], str(s.get("width", VECTOR))) for s in data["states"]],
-                depth=int(data.get("depth", 1)),
+                [StateSpec(s["name"], s.get("width", VECTOR)) for s in data["states"]],
+                depth=data.get("depth", 1),
                 doc=data.get("doc", ""),
             )
             for entry in data["nodes"]:
@@ -369,11 +395,18 @@ class Cell:
 
     @classmethod
     def from_json(cls, text: str) -> "Cell":
-        """Parse and validate a cell from JSON text."""
+        """Parse and validate a cell from JSON text (size, nesting and every rule checked)."""
+        if len(text) > limits.MAX_JSON_CHARS:
+            raise InvalidGraphError(f"cell JSON is {len(text)} characters, the limit is {limits.MAX_JSON_CHARS}")
+        too_deep = f"cell JSON is nested more than {limits.MAX_JSON_NESTING} levels deep"
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidGraphError(f"not valid JSON: {e}") from e
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except RecursionError as e:  # json's C parser stops at Python's recursion limit
+            raise InvalidGraphError(too_deep) from e
+        except ValueError as e:  # JSONDecodeError, NaN/Infinity, integers too long to convert
+            raise InvalidGraphError(f"not valid JSON: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        if _nesting(data) > limits.MAX_JSON_NESTING:
+            raise InvalidGraphError(too_deep)
         if not isinstance(data, dict):
             raise InvalidGraphError("cell JSON must be an object")
         return cls.from_dict(data).validate()
@@ -397,6 +430,61 @@ class Cell:
         from archsearch.ir._printer import equations
 
         return equations(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (booleans are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number archsearch accepts")
+
+
+def _nesting(data: Any) -> int:
+    """How deeply lists and dicts nest in parsed JSON (iterative: no recursion limit)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _check_layout(data: Any) -> None:
+    """The JSON types of a cell dict: an object with lists of objects of strings (values checked by validate)."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise InvalidGraphError(f"malformed cell JSON: {what}")
+
+    need(isinstance(data, dict), "a cell must be an object")
+    need(data.get("format", JSON_FORMAT) == JSON_FORMAT, f"unsupported cell format {str(data.get('format'))[:40]!r}")
+    for key in ("states", "nodes", "outputs"):
+        need(isinstance(data.get(key), list), f"{key!r} must be a list")
+    need(len(data["nodes"]) <= limits.MAX_NODES, f"{len(data['nodes'])} nodes, the limit is {limits.MAX_NODES}")
+    need(len(data["states"]) <= limits.MAX_STATES, f"{len(data['states'])} states, the limit is {limits.MAX_STATES}")
+    for key in ("name", "doc"):
+        need(isinstance(data.get(key, ""), str), f"{key!r} must be a string")
+    for s in data["states"]:
+        need(isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("width", VECTOR), str),
+             "each state must be an object with a string 'name' and 'width'")
+    for entry in data["nodes"]:
+        need(isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("op"), str),
+             "each node must be an object with a string 'name' and 'op'")
+        inputs = entry.get("inputs", [])
+        need(isinstance(inputs, list) and all(isinstance(i, str) for i in inputs),
+             f"node {entry['name'][:40]!r}: 'inputs' must be a list of node names")
+        attrs = entry.get("attrs", {})
+        need(attrs is None or isinstance(attrs, dict) and all(
+            v is None or isinstance(v, (str, int, float, bool)) for v in attrs.values()),
+             f"node {entry['name'][:40]!r}: 'attrs' must be an object of numbers, strings and booleans")
+    need(all(isinstance(o, str) for o in data["outputs"]), "'outputs' must be a list of node names")
 
 
 def _wl_rounds(g: nx.DiGraph) -> int:
