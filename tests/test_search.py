@@ -267,11 +267,11 @@ def test_show_and_export_with_weights_from_the_database(searched, tmp_path):
     arch = storage.find_architecture(1, name="gru")
     shown = _cli("show", str(arch.id), "--db", searched)
     assert shown.returncode == 0 and "lineage" in shown.stdout and "best setting per task" in shown.stdout
-    out = _cli("export", "gru", "--db", searched, "-o", str(tmp_path / "g.py"), "--weights", str(tmp_path / "g.st"))
+    out = _cli("export", "gru", "--db", searched, "-o", str(tmp_path / "g.py"), "--weights", str(tmp_path / "g.safetensors"))
     assert out.returncode == 0, out.stderr
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "g.st"), "pt") as f:
+    with safe_open(str(tmp_path / "g.safetensors"), "pt") as f:
         meta = f.metadata()
         keys = set(f.keys())
     best = max((e for e in storage.evaluations(architecture_id=arch.id, task="arithmetic", status="done")),

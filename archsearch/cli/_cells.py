@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from archsearch.cli._options import add_force, atomic_output, check_output, name_text
 from archsearch.errors import CLIUsageError, InvalidGraphError
 from archsearch.ir import Cell
 from archsearch.search_spaces import seed, seeds
@@ -16,9 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="equations (and a picture) of a cell")
     p.add_argument("cell", help="a seed name, a cell JSON file, or (with --db) an architecture id or name")
     p.add_argument("--db", help="look the cell up in this search database (shows lineage and best settings)")
-    p.add_argument("--search", help="search name inside the database (default: the most recent)")
-    p.add_argument("--picture", metavar="FILE", help="draw the graph to FILE (.png or .svg)")
+    p.add_argument("--search", type=name_text, help="search name inside the database (default: the most recent)")
+    p.add_argument("--picture", metavar="FILE", help="draw the graph to FILE (.png, .svg or .pdf)")
     p.add_argument("--json", action="store_true", help="print the canonical JSON instead")
+    add_force(p)
     p.set_defaults(func=run_show)
 
 
@@ -43,11 +45,12 @@ def run_cells(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    picture = check_output(args.picture, PICTURE_SUFFIXES, args.force, "--picture") if args.picture else None
     if args.db:
         from archsearch.cli._inspect import show_from_db
 
         cell = show_from_db(args.db, args.search, args.cell, as_json=args.json)
-        _picture(cell, args.picture)
+        _picture(cell, picture)
         return 0
     cell = load_cell(args.cell)
     if args.json:
@@ -58,13 +61,17 @@ def run_show(args: argparse.Namespace) -> int:
             print(cell.doc)
         print()
         print(cell.equations())
-    _picture(cell, args.picture)
+    _picture(cell, picture)
     return 0
 
 
-def _picture(cell: Cell, path: str | None) -> None:
-    if path:
+PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _picture(cell: Cell, path: Path | None) -> None:
+    if path is not None:
         from archsearch.ir.draw import draw_cell
 
-        draw_cell(cell, path)
+        with atomic_output(path) as tmp:
+            draw_cell(cell, tmp, fmt=path.suffix.lstrip(".").lower())
         print(f"\npicture written to {path}")

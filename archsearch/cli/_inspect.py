@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from contextlib import ExitStack
 
+from archsearch.cli._options import add_force, atomic_output, check_output, int_range, name_text
 from archsearch.errors import CLIUsageError
 from archsearch.ir import Cell
 from archsearch.storage import DEFAULT_URL, open_storage
 
 
+MAX_HIDDEN_SIZE = 65_536  # units of an exported module (the paper's largest models have a few thousand)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from archsearch.train import MAX_LAYERS
+
     p = sub.add_parser("export", help="write a cell as a standalone PyTorch module (needs only torch)")
     p.add_argument("cell", help="architecture id or name in --db, a seed name, or a cell JSON file")
     p.add_argument("--db", help=f"search database (e.g. {DEFAULT_URL}); without it CELL is a seed or JSON file")
-    p.add_argument("--search", help="search name inside the database (default: the most recent)")
+    p.add_argument("--search", type=name_text, help="search name inside the database (default: the most recent)")
     p.add_argument("-o", "--output", required=True, help="the .py file to write")
-    p.add_argument("--hidden-size", type=int,
+    p.add_argument("--hidden-size", type=int_range(1, MAX_HIDDEN_SIZE),
                    help="default hidden_size of the class, which takes any size (default: the best setting's, or 200)")
-    p.add_argument("--layers", type=int, help="default num_layers of the class (default: the best setting's, or 1)")
+    p.add_argument("--layers", type=int_range(1, MAX_LAYERS),
+                   help="default num_layers of the class (default: the best setting's, or 1)")
     p.add_argument("--weights", metavar="FILE", help="also train the best setting again and save its weights (safetensors)")
     p.add_argument("--task", help="task whose best setting gives the weights (default: the first search task)")
     p.add_argument("--data-dir", help="data folder for PTB/music when retraining for --weights")
+    add_force(p)
     p.set_defaults(func=run_export)
 
 
@@ -104,7 +112,14 @@ def _usage(cell: Cell, module: str, hidden: int, layers: int) -> str:
 def run_export(args: argparse.Namespace) -> int:
     from archsearch.cli._cells import load_cell
     from archsearch.export import export_class_name, export_source
+    from archsearch.tasks import task_names
 
+    output = check_output(args.output, (".py",), args.force, "-o")
+    weights = check_output(args.weights, (".safetensors",), args.force, "--weights") if args.weights else None
+    if weights is not None and not args.db:
+        raise CLIUsageError("--weights needs --db: the weights come from retraining the search's best setting")
+    if args.task is not None and args.task not in task_names():
+        raise CLIUsageError(f"unknown task {args.task!r}; tasks: {', '.join(task_names())}")
     best: dict[str, dict] = {}
     if args.db:
         from archsearch.cli._search import resolve_search
@@ -119,18 +134,24 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         cell, task = load_cell(args.cell), args.task
     chosen = best.get(task) if task else None
+    if weights is not None and chosen is None:
+        raise CLIUsageError(f"--weights: architecture {args.cell!r} has no result on task {task!r} to retrain")
     hidden = args.hidden_size or (chosen or {}).get("units") or 200
     layers = args.layers or (1 if cell.depth > 1 else (chosen or {}).get("hparams", {}).get("layers", 1))
     source = export_source(cell, int(hidden), int(layers))
-    Path(args.output).write_text(source, encoding="utf-8")
-    like = "nn.GRU" if len(cell.states) == 1 else "nn.LSTM"
-    print(f"wrote {args.output}: class {export_class_name(cell)} for cell {cell.name!r}, {like}'s interface, any sizes")
-    print(_usage(cell, Path(args.output).stem, int(hidden), int(layers)))
-    if args.weights:
-        if chosen is None:
-            raise CLIUsageError("--weights needs --db and a task on which this architecture has a result")
-        from archsearch.export import retrain_weights
+    with ExitStack() as stack:  # both files appear together at the end, or neither does
+        tmp = stack.enter_context(atomic_output(output))
+        tmp.write_text(source, encoding="utf-8")
+        if weights is not None:
+            from archsearch.cli._train import load_task
+            from archsearch.export import retrain_weights
 
-        info = retrain_weights(cell, task, chosen["hparams"], search.config, args.weights, data_dir=args.data_dir)
-        print(f"wrote {args.weights}: weights of the best {task} setting (valid {info['valid']:.4f})")
+            load_task(task, args.data_dir or search.config.get("data_dir"))  # data missing: fail before training
+            info = retrain_weights(cell, task, chosen["hparams"], search.config,
+                                   str(stack.enter_context(atomic_output(weights))), data_dir=args.data_dir)
+    like = "nn.GRU" if len(cell.states) == 1 else "nn.LSTM"
+    print(f"wrote {output}: class {export_class_name(cell)} for cell {cell.name!r}, {like}'s interface, any sizes")
+    print(_usage(cell, output.stem, int(hidden), int(layers)))
+    if weights is not None:
+        print(f"wrote {weights}: weights of the best {task} setting (valid {info['valid']:.4f})")
     return 0

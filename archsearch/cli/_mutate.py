@@ -6,14 +6,16 @@ import argparse
 import json
 
 from archsearch.cli._cells import load_cell
-from archsearch.errors import CLIUsageError
+from archsearch.cli._options import int_range, seed_int
+
+MAX_COUNT = 10_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mutate", help="draw mutants of a cell (the paper's six transforms)")
     p.add_argument("cell", help="a seed name or a cell JSON file")
-    p.add_argument("--seed", type=int, default=0, help="rng seed (same seed, same children; default 0)")
-    p.add_argument("--count", type=int, default=1, help="number of children to draw (default 1)")
+    p.add_argument("--seed", type=seed_int, default=0, help="rng seed (same seed, same children; default 0)")
+    p.add_argument("--count", type=int_range(1, MAX_COUNT), default=1, help="number of children to draw (default 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per child: {index, cell, record}")
     p.set_defaults(func=run_mutate)
 
@@ -21,8 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_mutate(args: argparse.Namespace) -> int:
     from archsearch.mutation import as_generator, mutate
 
-    if args.count < 1:
-        raise CLIUsageError(f"--count must be at least 1, got {args.count}")
     parent = load_cell(args.cell)
     rng = as_generator(args.seed)
     for i in range(args.count):

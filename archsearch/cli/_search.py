@@ -9,6 +9,17 @@ import json
 import sys
 import time
 
+from archsearch.cli._options import (
+    add_force,
+    atomic_output,
+    check_output,
+    int_range,
+    name_text,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 from archsearch.errors import CLIUsageError, StorageError
 from archsearch.storage import DEFAULT_URL, open_storage
 
@@ -19,30 +30,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run or resume a search (the database keeps everything; rerun to resume)")
     p.add_argument("--db", default=DEFAULT_URL, help=f"SQLAlchemy URL of the leaderboard database (default {DEFAULT_URL})")
     p.add_argument("--preset", default="quick", choices=["quick", "small", "paper"], help="search size (default quick)")
-    p.add_argument("--name", help="search name inside the database (default: the preset's name)")
+    p.add_argument("--name", type=name_text, help="search name inside the database (default: the preset's name)")
     p.add_argument("--tasks", nargs="+", help="search tasks in order (default: the preset's)")
-    p.add_argument("--seed", type=int, help="random seed of a new search")
-    p.add_argument("--workers", type=int, help="trainings in flight, each one evaluation or one batched group (default: 2 in-process; Ray: fill the cluster)")
-    p.add_argument("--max-evaluations", type=int, help="stop after this many evaluations in total")
-    p.add_argument("--time-limit", type=float, help="stop starting new evaluations after this many seconds")
+    p.add_argument("--seed", type=seed_int, help="random seed of a new search")
+    p.add_argument("--workers", type=positive_int, help="trainings in flight, each one evaluation or one batched group (default: 2 in-process; Ray: fill the cluster)")
+    p.add_argument("--max-evaluations", type=positive_int, help="stop after this many evaluations in total")
+    p.add_argument("--time-limit", type=positive_float, help="stop starting new evaluations after this many seconds")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where workers train (default cpu)")
     p.add_argument("--data-dir", help="folder with ptb.*.txt / music pickles (must exist on every worker node)")
     p.add_argument("--ray", action="store_true", help="run evaluations on Ray workers")
     p.add_argument("--ray-address", help="join a Ray cluster: auto or ray://host:10001 (default: start a local Ray)")
-    p.add_argument("--gpus-per-eval", type=float, default=0.0, help="GPUs per Ray task, i.e. per evaluation or batched group (fractions share a GPU)")
-    p.add_argument("--cpus-per-eval", type=float, default=1.0, help="CPUs per Ray task, i.e. per evaluation or batched group")
-    p.add_argument("--max-retries", type=int, default=3, help="Ray retries of a task (evaluation or group) whose worker died")
-    p.add_argument("--batch-settings", type=int, metavar="K",
+    p.add_argument("--gpus-per-eval", type=non_negative_float, default=0.0, help="GPUs per Ray task, i.e. per evaluation or batched group (fractions share a GPU)")
+    p.add_argument("--cpus-per-eval", type=non_negative_float, default=1.0, help="CPUs per Ray task, i.e. per evaluation or batched group")
+    p.add_argument("--max-retries", type=int_range(0), default=3, help="Ray retries of a task (evaluation or group) whose worker died")
+    p.add_argument("--batch-settings", type=positive_int, metavar="K",
                    help="train up to K queued settings of one cell and task that share layers and budget "
                         "as one batched model (default 20; 1: one by one)")
     p.add_argument("--report", metavar="FILE", help="write the HTML report to FILE at the end")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
+    add_force(p)
     p.set_defaults(func=run_search)
 
     p = sub.add_parser("leaderboard", help="the top architectures of a search (read-only; works while it runs)")
     p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
-    p.add_argument("--search", help="search name (default: the only / most recent one)")
-    p.add_argument("--top", type=int, default=20, help="how many rows (default 20)")
+    p.add_argument("--search", type=name_text, help="search name (default: the only / most recent one)")
+    p.add_argument("--top", type=positive_int, default=20, help="how many rows (default 20)")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--equations", action="store_true", help="also print each cell's equations (table format)")
     p.set_defaults(func=run_leaderboard)
@@ -89,6 +101,7 @@ def run_search(args: argparse.Namespace) -> int:
 
     for task in (config.filter_task, *config.tasks):
         get_task(task, config.data_dir)  # unknown task or missing data: one error line, no database created
+    report = check_output(args.report, (".html",), args.force, "--report") if args.report else None
     storage = open_storage(args.db)
     view = _LiveView(config, enabled=not args.no_live and sys.stderr.isatty())
     with _executor(args) as executor, view:
@@ -101,11 +114,12 @@ def run_search(args: argparse.Namespace) -> int:
     )
     print()
     _print_leaderboard(storage, config.name, 10, "table", False)
-    if args.report:
+    if report is not None:
         from archsearch.report import write_report
 
-        write_report(args.db, args.report, search_name=config.name)
-        print(f"\nreport written to {args.report}")
+        with atomic_output(report) as tmp:
+            write_report(args.db, tmp, search_name=config.name)
+        print(f"\nreport written to {report}")
     return 0
 
 
@@ -249,8 +263,6 @@ def _print_table(search, rows: list[dict], tasks: list[str], equations: bool) ->
 
 
 def run_leaderboard(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise CLIUsageError("--top must be at least 1")
     storage = open_storage(args.db, read_only=True)
     _print_leaderboard(storage, args.search, args.top, args.format, args.equations)
     return 0

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from archsearch.cli._cells import load_cell
+from archsearch.cli._options import int_range, positive_float, seed_int
 from archsearch.errors import CLIUsageError
 
 # Defaults for hyper-parameters the user leaves out (all inside the paper's ranges, §3.7);
@@ -29,15 +30,18 @@ DEFAULT_SETTINGS: dict[str, dict[str, float]] = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from archsearch.train import MAX_LAYERS, MAX_PARAMS
+
     p = sub.add_parser("train", help="train one cell on one task with one hyper-parameter setting")
     p.add_argument("--cell", required=True, help="a seed name or a cell JSON file")
     p.add_argument("--task", required=True, help="task name (see archsearch.tasks.task_names())")
     add_run_options(p)
-    p.add_argument("--lr", type=float, help=f"SGD learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--init-scale", type=float, help=f"weights ~ U[-x, x], x = scale/sqrt(n) (default {DEFAULT_INIT_SCALE:g})")
-    p.add_argument("--max-grad-norm", type=float, help=f"gradient clipping norm (default {DEFAULT_MAX_GRAD_NORM:g})")
-    p.add_argument("--layers", type=int, help=f"stacked layers (default {DEFAULT_LAYERS})")
-    p.add_argument("--params", type=int, help="parameter budget before the scale's factor (default: the task's first)")
+    p.add_argument("--lr", type=positive_float, help=f"SGD learning rate (default {DEFAULT_LR:g})")
+    p.add_argument("--init-scale", type=positive_float, help=f"weights ~ U[-x, x], x = scale/sqrt(n) (default {DEFAULT_INIT_SCALE:g})")
+    p.add_argument("--max-grad-norm", type=positive_float, help=f"gradient clipping norm (default {DEFAULT_MAX_GRAD_NORM:g})")
+    p.add_argument("--layers", type=int_range(1, MAX_LAYERS), help=f"stacked layers (default {DEFAULT_LAYERS})")
+    p.add_argument("--params", type=int_range(1, MAX_PARAMS),
+                   help="parameter budget before the scale's factor (default: the task's first)")
     p.add_argument("--allow-any", action="store_true", help="accept values outside the paper's ranges")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_train)
@@ -48,12 +52,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     from archsearch.train import SCALES
 
     p.add_argument("--scale", default="small", choices=list(SCALES), help="epoch sizes and budgets (default small)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and generated data (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the weights and generated data (default 0)")
     p.add_argument("--data-dir", help="folder with the PTB files or the music pickles")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     # Default 1: the models are small (20 x a few hundred matmuls), so more threads mostly add synchronisation;
     # on this project's shared 2-core machine a memorization run took 21 s with 1 thread and over 300 s with 2.
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int_range(1, 1024), default=1, help="torch CPU threads (default 1)")
 
 
 def setup_torch(args: argparse.Namespace) -> None:

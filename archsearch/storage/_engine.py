@@ -4,13 +4,17 @@ SQLite runs in WAL mode with a busy timeout, so a read-only reader never blocks 
 writing driver and vice versa. Writers start transactions with ``BEGIN IMMEDIATE``
 (they queue behind each other instead of failing on a stale snapshot); readers use a
 plain ``BEGIN`` so each call reads one consistent snapshot. Read-only SQLite opens the
-file with the URI flag ``mode=ro`` and ``PRAGMA query_only``.
+file with the URI flag ``mode=ro`` and ``PRAGMA query_only``; on read-only media (a WAL
+reader cannot create the ``-shm`` index there) a checkpointed database is opened with
+``immutable=1`` instead, and one with changes still in its ``-wal`` file is refused
+with a clear message.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import urllib.parse
 from typing import Any
 
@@ -89,10 +93,43 @@ def _engine_args(url: URL, read_only: bool) -> tuple[URL, dict[str, Any]]:
         if not os.path.isfile(path):
             raise StorageError(f"no database file at {path}; read-only mode never creates one")
         query = {**url.query, "mode": "ro", "uri": "true"}
+        if not _opens_read_only(path):
+            query["immutable"] = _immutable_fallback(path)
         url = url.set(database="file:" + urllib.parse.quote(path), query=query)
     elif not os.path.isdir(os.path.dirname(path)):
         raise StorageError(f"cannot create database {path}: directory {os.path.dirname(path)} does not exist")
     return url, {"connect_args": connect_args}
+
+
+def _opens_read_only(path: str) -> bool:
+    """False only if SQLite cannot open ``path`` with ``mode=ro`` because its folder is read-only
+    (a WAL database needs to create ``-shm``); any other problem is reported by the normal open."""
+    if os.access(os.path.dirname(path), os.W_OK):
+        return True
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as e:
+        return "unable to open" not in str(e)
+    except sqlite3.Error:
+        return True
+    return True
+
+
+def _immutable_fallback(path: str) -> str:
+    """``"1"`` for the ``immutable`` URI flag, or StorageError if that would hide committed changes."""
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        raise StorageError(
+            f"cannot open {path} read-only: its folder is not writable (read-only media?) and {wal} still holds "
+            f"changes that SQLite can only read after creating {path}-shm there; copy the .db and -wal files "
+            f"to a writable folder and read the copy"
+        )
+    _logger.info("%s: folder not writable, opening the database as immutable (read-only media)", path)
+    return "1"
 
 
 def _install_sqlite_events(engine: Engine, read_only: bool) -> None:
@@ -157,6 +194,10 @@ def _check_or_create(conn: Connection, display: str, read_only: bool) -> None:
     tables = set(inspect(conn).get_table_names())
     if META_TABLE in tables:
         _check_revision(current_revision(conn), display)
+        missing = sorted(set(BaseModel.metadata.tables) - tables)
+        if missing:  # refused before anything (journal mode included) is changed
+            raise StorageError(f"{display} is a damaged archsearch database: table(s) {', '.join(missing)} "
+                               f"missing; it was left untouched")
     elif tables:
         raise StorageError(
             f"{display} is not an archsearch database (it has tables {', '.join(sorted(tables))} "

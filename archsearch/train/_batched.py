@@ -29,7 +29,7 @@ from archsearch.errors import ArchsearchError, HyperParameterError
 from archsearch.ir import Cell, Op
 from archsearch.tasks import Kind, Metric
 from archsearch.train._config import HyperParams, TrainConfig, TrainResult
-from archsearch.train._loop import Schedule, batchify
+from archsearch.train._loop import Schedule, batchify, loss_is_sane
 from archsearch.train._model import SequenceModel, build_model, units_for_budget
 
 BatchedEpochCallback = Callable[[int, dict], None]
@@ -186,7 +186,7 @@ def _train_epoch(model, data: _Stacked, lr, max_norm, unroll: int, batch_size: i
         logits, new_state = model(x, state)
         nll = _per_position_loss(logits, y, model.symbols) * m  # (K, T, B)
         loss = nll.flatten(1).sum(1) / batch_size  # (K,): summed over time, averaged over the minibatch
-        finite = torch.isfinite(loss).tolist()
+        finite = loss_is_sane(loss).tolist()
         if not all(finite):
             keep = [j for j, ok in enumerate(finite) if ok]
             for j, ok in enumerate(finite):

@@ -7,6 +7,7 @@ else about a run (batch, unroll, epoch size, schedule), chosen by a named scale.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -20,6 +21,9 @@ INIT_SCALES = (0.3, 0.7, 1.0, 1.4, 2.0, 2.8)
 LEARNING_RATES = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 MAX_GRAD_NORMS = (1.0, 2.5, 5.0, 10.0, 20.0)
 LAYERS = (1, 2, 3, 4)
+# Hard limits that hold even with ``allow_any`` (a budget of 10^12 would allocate tens of GB):
+MAX_PARAMS = 100_000_000  # parameter budget (20x the paper's largest, PTB's 5M)
+MAX_LAYERS = 16
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,16 @@ class HyperParams:
         return hparams_hash(self.to_dict())
 
     def check(self, budgets: tuple[int, ...], allow_any: bool = False) -> "HyperParams":
-        """Raise :class:`HyperParameterError` for values outside the paper's ranges (unless ``allow_any``)."""
+        """Raise :class:`HyperParameterError` for values outside the paper's ranges (unless ``allow_any``).
+
+        Even with ``allow_any`` every value must be finite and positive, layers at most
+        ``MAX_LAYERS`` and the budget at most ``MAX_PARAMS``.
+        """
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.to_dict().values()):
+            raise HyperParameterError(f"hyper-parameters must be finite numbers, got {self.to_dict()}")
+        if self.layers > MAX_LAYERS or self.params > MAX_PARAMS:
+            raise HyperParameterError(f"layers must be at most {MAX_LAYERS} and params at most {MAX_PARAMS:,}, "
+                                      f"got layers={self.layers} params={self.params:,}")
         checks = [
             ("lr", self.lr, LEARNING_RATES),
             ("init_scale", self.init_scale, INIT_SCALES),

@@ -3,7 +3,7 @@
 Minibatch 20 lanes, unroll 35 steps, hidden state carried from window to window
 along each lane; plain SGD on the loss summed over time and averaged over the
 minibatch; gradient-norm clipping; the search (or music) learning-rate schedule.
-A NaN/inf loss ends the run as *diverged*: a result, not an exception.
+A NaN, infinite or huge (> ``DIVERGED_LOSS``) loss ends the run as *diverged*: a result, not an exception.
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ def _per_position_loss(logits: torch.Tensor, targets: torch.Tensor, symbols: boo
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(-1)
 
 
+DIVERGED_LOSS = 1e6  # a window's loss (summed over time, mean over the minibatch) above this has diverged
+# (PTB starts near 35 x ln(10000) = 322, music near 35 x 88 x ln 2 = 2135; a finite 1e31 is a blow-up, not learning)
+
+
+def loss_is_sane(loss: torch.Tensor) -> torch.Tensor | bool:
+    """Whether a window's loss (a scalar, or one per batched slice) is finite and at most ``DIVERGED_LOSS``."""
+    ok = torch.isfinite(loss) & (loss <= DIVERGED_LOSS)
+    return bool(ok) if ok.dim() == 0 else ok
+
+
 def _detach(state):
     return tuple(s.detach() for s in state)
 
@@ -74,7 +84,7 @@ def train_epoch(model: SequenceModel, data: Batches, lr: float, max_grad_norm: f
         logits, state = model(x, state)
         nll = _per_position_loss(logits, y, model.symbols) * m  # (T, B)
         loss = nll.sum() / batch_size  # summed over time, averaged over the minibatch (paper §3.7)
-        if not torch.isfinite(loss):
+        if not loss_is_sane(loss):
             return None
         model.zero_grad(set_to_none=True)
         loss.backward()
