@@ -97,3 +97,10 @@ def test_group_compatible_groups_by_layers_and_units():
     assert group_compatible(hps, cell, task, config) == [[0, 2], [1], [3]]
     with pytest.raises(HyperParameterError, match="group_compatible"):
         train_batched(cell, task, hps, config)
+
+
+def test_a_slice_with_a_huge_finite_loss_is_diverged() -> None:
+    cell, task = archsearch.seed("tanh"), get_task("arithmetic")
+    good, huge = HyperParams(0.5, 1.0, 5.0, 1, 5000), HyperParams(0.1, 1e5, 5.0, 1, 5000)
+    results = train_batched(cell, task, [good, huge], CONFIG, [1, 2])
+    assert not results[0].diverged and results[1].diverged and results[1].metric == 0.0

@@ -106,6 +106,18 @@ def test_divergence_is_a_result() -> None:
     assert not calm.diverged and calm.metric > 0.05
 
 
+def test_a_huge_finite_loss_is_divergence() -> None:
+    from archsearch.train._loop import DIVERGED_LOSS, loss_is_sane
+
+    assert loss_is_sane(torch.tensor(DIVERGED_LOSS)) and not loss_is_sane(torch.tensor(1e31))
+    assert loss_is_sane(torch.tensor([1.0, 1e31, math.nan])).tolist() == [True, False, False]
+    # init scale 1e5: saturated tanh units times huge softmax weights give a finite loss near 4.6e6 a window
+    # (the run used to go on "learning" with it); now it is a diverged result like a NaN
+    task, cfg = get_task("arithmetic"), TINY.with_overrides(max_epochs=1)
+    huge = train(seed_cell("tanh"), task, HyperParams(0.1, 1e5, 5.0, 1, 250_000), cfg, seed=0)
+    assert huge.diverged and huge.metric == 0.0 and huge.epochs == 0
+
+
 def _frozen(schedule: str, max_epochs: int, patience: int = 3):
     """A run whose validation never changes (lr so small that float32 weights do not move)."""
     cfg = TINY.with_overrides(max_epochs=max_epochs, patience=patience, decay_epochs=4, schedule=schedule,

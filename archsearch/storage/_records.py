@@ -138,28 +138,23 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def to_json(obj: Any, what: str, *, finite: bool = False) -> str:
+def to_json(obj: Any, what: str) -> str:
     """Serialize ``obj`` as canonical strict JSON (sorted keys, no NaN).
 
     Non-finite floats (a diverged loss) become ``null``, so PostgreSQL and other
-    JSON readers accept the text; with ``finite=True`` they are refused instead
-    (inputs such as hyper-parameters, where null would lose the value).
+    JSON readers accept the text.
 
     Args:
         obj: A JSON-able value (dicts, lists, str, numbers, bool, None; numpy scalars).
         what: What is being stored, for the error message.
-        finite: Refuse NaN and infinities instead of storing null.
 
     Raises:
-        StorageError: ``obj`` contains something that is not JSON-able (or, with
-            ``finite``, a non-finite number).
+        StorageError: ``obj`` contains something that is not JSON-able.
     """
     try:
         try:
             return _canonical(obj)
         except ValueError:  # NaN or inf somewhere (or a circular reference)
-            if finite:
-                raise StorageError(f"cannot store {what} {obj!r}: NaN and infinity are not allowed") from None
             return _canonical(_finite(obj))
     except (TypeError, ValueError, RecursionError) as e:
         raise StorageError(f"cannot store {what} as JSON: {e}") from e

@@ -349,7 +349,7 @@ class SQLStorage(LeaderboardStorage):
         check_length(purpose, MAX_PURPOSE_LENGTH, "purpose")
         key = hparams_hash(hparams)
         row = EvaluationModel(
-            architecture_id=architecture_id, task=task, hparams=to_json(hparams, "hyper-parameters", finite=True),
+            architecture_id=architecture_id, task=task, hparams=to_json(hparams, "hyper-parameters"),
             hparams_hash=key, purpose=purpose, status="queued", diverged=False, attempts=0, created=utcnow(),
         )  # fmt: skip
         with self._session() as session:
