@@ -36,6 +36,7 @@ def _one_error_line(capsys) -> str:
     (["search", "--report", "{tmp}/missing/r.html"], "folder"),
     (["search", "--report", "{tmp}/r.txt"], "unsupported extension"),
     (["search", "--tasks", "nope"], "nope"),
+    (["search", "--tasks", "xml", "xml"], "lists a task twice"),
 ])
 def test_search_options_are_refused_before_the_database_exists(args, fragment, tmp_path, capsys) -> None:
     db = tmp_path / "s.db"

@@ -53,8 +53,8 @@ def test_train_text_summary_and_diverged_json(tmp_path) -> None:
     (["--cell", "lstm", "--task", "jsb"], "--data-dir"),
     (["--cell", "lstm", "--task", "xml", "--lr", "0.7"], "lr=0.7 is outside the paper's range"),
     (["--cell", "lstm", "--task", "xml", "--params", "300000"], "params=300000 is outside"),
-    (["--cell", "lstm", "--task", "xml", "--layers", "0", "--allow-any"], "layers must be positive"),
-    (["--cell", "lstm", "--task", "xml", "--threads", "0"], "--threads must be at least 1"),
+    (["--cell", "lstm", "--task", "xml", "--layers", "0", "--allow-any"], "--layers: 0 is out of range: must be at least 1"),
+    (["--cell", "lstm", "--task", "xml", "--threads", "0"], "--threads: 0 is out of range: must be at least 1"),
 ])
 def test_train_errors(args, message) -> None:
     assert message in _error(_run("train", *args))

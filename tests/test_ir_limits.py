@@ -1,4 +1,4 @@
-"""Cell validation limits (archsearch.ir._limits): hostile or careless cells are refused with one line."""
+"""Cell validation limits (archsearch.ir.limits): hostile or careless cells are refused with one line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import archsearch
 from archsearch.cli import main
 from archsearch.errors import InvalidGraphError
 from archsearch.ir import Cell, Op, StateSpec
-from archsearch.ir import _limits as limits
+from archsearch.ir import limits
 
 
 def _gru_dict() -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 from archsearch.cli._options import add_force, atomic_output, check_output, name_text
 from archsearch.errors import CLIUsageError, InvalidGraphError
 from archsearch.ir import Cell
+from archsearch.ir.limits import MAX_JSON_CHARS
 from archsearch.search_spaces import seed, seeds
 
 
@@ -29,9 +30,13 @@ def load_cell(spec: str) -> Cell:
     path = Path(spec)
     if spec.endswith(".json") or path.is_file():
         try:
+            if path.stat().st_size > 4 * MAX_JSON_CHARS:  # UTF-8 takes at most 4 bytes a character
+                raise CLIUsageError(f"cell file {spec!r} is larger than a cell may be ({MAX_JSON_CHARS} characters)")
             text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise CLIUsageError(f"cannot read cell file {spec!r}: {e.strerror}") from e
+            raise CLIUsageError(f"cannot read cell file {spec!r}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise CLIUsageError(f"cell file {spec!r} is not UTF-8 text (byte {e.start})") from e
         return Cell.from_json(text)
     try:
         return seed(spec)

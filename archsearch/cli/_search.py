@@ -88,6 +88,8 @@ def _executor(args: argparse.Namespace):
 def run_search(args: argparse.Namespace) -> int:
     from archsearch.search import SearchDriver
 
+    if args.tasks and len(set(args.tasks)) != len(args.tasks):
+        raise CLIUsageError(f"--tasks lists a task twice: {' '.join(args.tasks)}")
     config = _config(args)
     if config.device == "cuda":
         import torch

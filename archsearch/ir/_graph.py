@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import networkx as nx
 
 from archsearch.errors import InvalidGraphError
-from archsearch.ir import _limits as limits
+from archsearch.ir import limits
 from archsearch.ir._ops import (
     ATTR_DEFAULTS,
     BINARY,
