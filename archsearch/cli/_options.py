@@ -62,20 +62,18 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
+def float_range(low: float, high: float | None = None, *, include_low: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number >= low (> low unless ``include_low``) and <= high."""
 
+    def parse(text: str) -> float:
+        value = _number(text)
+        if value < low or (value == low and not include_low) or (high is not None and value > high):
+            bounds = f"{'at least' if include_low else 'above'} {low:g}" + (f" and at most {high:g}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bounds}")
+        return value
 
-def non_negative_float(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
+    parse.__name__ = "number"
+    return parse
 
 
 def name_text(text: str) -> str:
@@ -88,6 +86,7 @@ def name_text(text: str) -> str:
 
 positive_int = int_range(1)
 seed_int = int_range(0, MAX_SEED)
+positive_float = float_range(0.0, include_low=False)
 
 
 def add_force(parser: argparse.ArgumentParser) -> None:

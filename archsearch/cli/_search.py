@@ -14,8 +14,8 @@ from archsearch.cli._options import (
     atomic_output,
     check_output,
     int_range,
+    float_range,
     name_text,
-    non_negative_float,
     positive_float,
     positive_int,
     seed_int,
@@ -24,6 +24,10 @@ from archsearch.errors import CLIUsageError, StorageError
 from archsearch.storage import DEFAULT_URL, open_storage
 
 FORMATS = ("table", "json", "csv")
+# Upper bounds that catch typos (a Ray task asking for 1e30 GPUs would wait forever, unschedulable)
+MAX_WORKERS = 4096
+MAX_GPUS_PER_EVAL = 64.0
+MAX_CPUS_PER_EVAL = 1024.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,15 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", type=name_text, help="search name inside the database (default: the preset's name)")
     p.add_argument("--tasks", nargs="+", help="search tasks in order (default: the preset's)")
     p.add_argument("--seed", type=seed_int, help="random seed of a new search")
-    p.add_argument("--workers", type=positive_int, help="trainings in flight, each one evaluation or one batched group (default: 2 in-process; Ray: fill the cluster)")
+    p.add_argument("--workers", type=int_range(1, MAX_WORKERS), help="trainings in flight, each one evaluation or one batched group (default: 2 in-process; Ray: fill the cluster)")
     p.add_argument("--max-evaluations", type=positive_int, help="stop after this many evaluations in total")
     p.add_argument("--time-limit", type=positive_float, help="stop starting new evaluations after this many seconds")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where workers train (default cpu)")
     p.add_argument("--data-dir", help="folder with ptb.*.txt / music pickles (must exist on every worker node)")
     p.add_argument("--ray", action="store_true", help="run evaluations on Ray workers")
     p.add_argument("--ray-address", help="join a Ray cluster: auto or ray://host:10001 (default: start a local Ray)")
-    p.add_argument("--gpus-per-eval", type=non_negative_float, default=0.0, help="GPUs per Ray task, i.e. per evaluation or batched group (fractions share a GPU)")
-    p.add_argument("--cpus-per-eval", type=non_negative_float, default=1.0, help="CPUs per Ray task, i.e. per evaluation or batched group")
+    p.add_argument("--gpus-per-eval", type=float_range(0.0, MAX_GPUS_PER_EVAL), default=0.0, help="GPUs per Ray task, i.e. per evaluation or batched group (fractions share a GPU)")
+    p.add_argument("--cpus-per-eval", type=float_range(0.0, MAX_CPUS_PER_EVAL), default=1.0, help="CPUs per Ray task, i.e. per evaluation or batched group")
     p.add_argument("--max-retries", type=int_range(0), default=3, help="Ray retries of a task (evaluation or group) whose worker died")
     p.add_argument("--batch-settings", type=positive_int, metavar="K",
                    help="train up to K queued settings of one cell and task that share layers and budget "
