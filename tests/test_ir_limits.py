@@ -114,8 +114,7 @@ def test_depth_is_a_small_integer(depth) -> None:
 
 @pytest.mark.parametrize("change,fragment", [
     (lambda d: d.update(name="x" * (limits.MAX_CELL_NAME_LENGTH + 1)), "cell name is"),
-    (lambda d: d.update(name="two\nlines"), "printable text on one line"),
-    (lambda d: d.update(name=""), "printable"),
+    (lambda d: d.update(name=""), "must be non-empty text"),
     (lambda d: d.update(name=7), "'name' must be a string"),
     (lambda d: d.update(doc="d" * (limits.MAX_DOC_LENGTH + 1)), "doc must be text"),
     (lambda d: d.update(states=[{"name": f"s{i}"} for i in range(limits.MAX_STATES + 1)]), "states, the limit"),
@@ -129,6 +128,13 @@ def test_malformed_headers_and_types(change, fragment: str) -> None:
     data = _gru_dict()
     change(data)
     _refused(data, fragment)
+
+
+def test_any_cell_name_text_within_the_length_limit_is_accepted() -> None:
+    data = _gru_dict()
+    data["name"] = 'two\nlines """ \x00' + "n" * (limits.MAX_CELL_NAME_LENGTH - 15)
+    assert len(data["name"]) == limits.MAX_CELL_NAME_LENGTH
+    assert Cell.from_json(json.dumps(data)).name == data["name"]  # export escapes it (tests/test_export_security.py)
 
 
 def test_state_index_must_be_an_integer() -> None:

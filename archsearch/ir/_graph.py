@@ -220,8 +220,8 @@ class Cell:
 
     def _check_header(self) -> None:
         """Name, doc, depth and sizes: checked first, so a huge cell is refused before any graph work."""
-        if not isinstance(self.name, str) or not self.name.isprintable() or not self.name.strip():
-            raise InvalidGraphError(f"cell name {str(self.name)[:40]!r} must be non-empty printable text on one line")
+        if not isinstance(self.name, str) or not self.name:  # any text: code generation escapes it
+            raise InvalidGraphError(f"cell name {str(self.name)[:40]!r} must be non-empty text")
         if len(self.name) > limits.MAX_CELL_NAME_LENGTH:
             raise InvalidGraphError(f"cell name is {len(self.name)} characters, the limit is {limits.MAX_CELL_NAME_LENGTH}")
         if not isinstance(self.doc, str) or len(self.doc) > limits.MAX_DOC_LENGTH:
