@@ -50,8 +50,8 @@ KNOWN_FLAGS = {
         "--ray", "--ray-address", "--gpus-per-eval", "--cpus-per-eval", "--data-dir",
     },
     "leaderboard": {"--db", "--top", "--format"},
-    "report": {"--db", "-o"},
-    "export": {"-o", "--weights"},
+    "report": {"--db", "-o", "--force"},
+    "export": {"-o", "--weights", "--force"},
 }
 CHOICES = {"--preset": {"quick", "small", "paper"}, "--device": {"cpu", "cuda"}, "--format": {"table", "json", "csv"}}
 GPU_INSTANCE_PREFIXES = ("g4dn.", "g5.", "g6.", "g6e.", "p3.", "p4d.", "p5.")
