@@ -168,6 +168,35 @@ def _params_doc(layout: Layout) -> str:
     return "\n".join(map(_docstring_text, lines))
 
 
+def _hx_doc(layout: Layout) -> str:
+    """What ``hx`` is, for the module docstring."""
+    names = [name for name, _ in layout.states]
+    shapes = [f"{name} (num_layers, B, {'1' if scalar else 'hidden_size'})" for name, scalar in layout.states]
+    if len(names) == 1:
+        return "a tensor (num_layers, B, hidden_size), as nn.GRU's h"
+    if names == ["h", "c"] and not any(scalar for _, scalar in layout.states):
+        return "a tuple (h, c), each (num_layers, B, hidden_size), as nn.LSTM's"
+    return f"a tuple of {len(names)} tensors, one per state (state 0 is the output h): {', '.join(shapes)}"
+
+
+def _header(cell: Cell, layout: Layout, cls: str, hidden_size: int | None, num_layers: int) -> str:
+    """The module docstring: equations, usage, sizes, parameter names (cell text escaped)."""
+    return _HEADER.format(
+        title=_docstring_text(f"{cls}: the archsearch cell {cell.name!r}"),
+        hash=cell.structural_hash(),
+        equations=textwrap.indent("\n".join(map(_docstring_text, cell.equations().splitlines())), "    "),
+        like="GRU" if len(layout.states) == 1 else "LSTM",
+        cls=cls,
+        hidden_note="" if hidden_size is None else f" (hidden_size defaults to {int(hidden_size)})",
+        layers=num_layers,
+        hx_doc=_docstring_text(_hx_doc(layout)),
+        raw_x_note=" (input_size must equal hidden_size: the cell reads x_t without a linear map)" if layout.raw_x else "",
+        layers_note=(f"This cell has {cell.depth} layers inside, so num_layers is 1." if cell.depth > 1 else
+                     "num_layers stacks layers (layer k+1 reads layer k's h), dropout acts between them."),
+        params=_params_doc(layout),
+    )
+
+
 def export_source(cell: Cell, hidden_size: int | None = None, num_layers: int = 1, class_name: str | None = None) -> str:
     """The source text of a standalone module for ``cell`` (validated here).
 
@@ -177,50 +206,24 @@ def export_source(cell: Cell, hidden_size: int | None = None, num_layers: int = 
     cell.validate()
     if hidden_size is not None and hidden_size < 1:
         raise CompileError(f"hidden_size must be positive, got {hidden_size}")
-    if num_layers < 1 or (cell.depth > 1 and num_layers != 1):
-        raise CompileError(f"num_layers must be 1 for cell {cell.name!r} (it has {cell.depth} layers inside)"
-                           if num_layers >= 1 else f"num_layers must be at least 1, got {num_layers}")
-    plan = plan_cell(cell, hidden_size or 1)
-    layout = plan.layout
+    if num_layers < 1:
+        raise CompileError(f"num_layers must be at least 1, got {num_layers}")
+    if cell.depth > 1 and num_layers != 1:
+        raise CompileError(f"num_layers must be 1 for cell {cell.name!r} (it has {cell.depth} layers inside)")
     cls = class_name or _class_name(cell.name)
     if not cls.isidentifier() or keyword.iskeyword(cls):
         raise CompileError(f"class name {cls!r} is not a Python identifier")
-    single = len(cell.states) == 1
-    like = "GRU" if single else "LSTM"
-    widths = ["1" if scalar else "hidden_size" for _, scalar in layout.states]
-    if single:
-        hx_doc = "a tensor (num_layers, B, hidden_size), as nn.GRU's h"
-    else:
-        shapes = ", ".join(f"{name} (num_layers, B, {w})" for (name, _), w in zip(layout.states, widths))
-        hx_doc = f"a tuple of {len(widths)} tensors, one per state: {shapes}; (h, c) for nn.LSTM's order"
-        if [name for name, _ in layout.states][:2] != ["h", "c"] or len(widths) != 2:
-            hx_doc = f"a tuple of {len(widths)} tensors, one per state (state 0 is the output h): {shapes}"
-    default = "" if hidden_size is None else f" = {int(hidden_size)}"
-    title = _docstring_text(f"{cls}: the archsearch cell {cell.name!r}")
-    header = _HEADER.format(
-        title=title,
-        hash=cell.structural_hash(),
-        equations=textwrap.indent("\n".join(map(_docstring_text, cell.equations().splitlines())), "    "),
-        like=like,
-        cls=cls,
-        hidden_note="" if hidden_size is None else f" (hidden_size defaults to {int(hidden_size)})",
-        layers=num_layers,
-        hx_doc=hx_doc,
-        raw_x_note=" (input_size must equal hidden_size: the cell reads x_t without a linear map)" if layout.raw_x else "",
-        layers_note=(f"This cell has {cell.depth} layers inside, so num_layers is 1." if cell.depth > 1 else
-                     "num_layers stacks layers (layer k+1 reads layer k's h), dropout acts between them."),
-        params=_params_doc(layout),
-    )
+    plan = plan_cell(cell, hidden_size or 1)  # the step and layout are size-free; the size only fills offsets
     body = _CELL.format(
-        layout=layout_literal(layout),
+        layout=layout_literal(plan.layout),
         step=plan.source,
         cls=cls,
-        title_line=title,
-        like=like,
-        hidden_default=default,
+        title_line=_docstring_text(f"{cls}: the archsearch cell {cell.name!r}"),
+        like="GRU" if len(cell.states) == 1 else "LSTM",
+        hidden_default="" if hidden_size is None else f" = {int(hidden_size)}",
         layers=num_layers,
-        hx_tensor=single,
+        hx_tensor=len(cell.states) == 1,
     )
-    source = header + inspect.getsource(_runtime) + body
+    source = _header(cell, plan.layout, cls, hidden_size, num_layers) + inspect.getsource(_runtime) + body
     _check_source(source, cls)
     return source
