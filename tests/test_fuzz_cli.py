@@ -16,6 +16,7 @@ import copy
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -57,12 +58,14 @@ def run_cli(argv: list[str], inputs: list[Path]) -> tuple[int, str, str]:
     """``main(argv)`` in-process with an alarm; checks the one-line error rule and that ``inputs`` are unchanged."""
     before = {p: _digest(p) for p in inputs}
     out, err = io.StringIO(), io.StringIO()
-    old = signal.signal(signal.SIGALRM, _alarm)
+    old, cwd = signal.signal(signal.SIGALRM, _alarm), os.getcwd()
     signal.alarm(CASE_SECONDS)
+    os.chdir(WORK)  # default outputs (report.html) land in the scratch folder, not the repository
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)
     finally:
+        os.chdir(cwd)
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     check_outcome(argv, code, err.getvalue())
