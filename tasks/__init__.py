@@ -9,7 +9,7 @@ are bundled (see ``data/README.md``).
 """
 
 from archsearch.tasks._arithmetic import ArithmeticProblem, parse_arithmetic
-from archsearch.tasks._base import DEFAULT_LENGTH, SPLITS, Split, Stream, Task
+from archsearch.tasks._base import DEFAULT_LENGTH, SPLITS, Difficulty, Split, Stream, Task
 from archsearch.tasks._chars import CharTask
 from archsearch.tasks._music import LOWEST, NUM_KEYS, MusicTask, safe_load_pickle
 from archsearch.tasks._ptb import WordTask
@@ -23,6 +23,7 @@ __all__ = [
     "SPLITS",
     "ArithmeticProblem",
     "CharTask",
+    "Difficulty",
     "Kind",
     "Metric",
     "MusicTask",

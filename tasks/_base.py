@@ -20,6 +20,25 @@ DEFAULT_LENGTH = 20 * 35 * 50
 
 
 @dataclass(frozen=True)
+class Difficulty:
+    """How hard the generated tasks are: the paper's values by default; a training scale may lower them.
+
+    Only the tasks it names read it (``Task.with_difficulty``); corpora and memorization ignore it.
+    """
+
+    arithmetic_max_digits: int = 8  # operands have 1..this many digits (paper: 8)
+    arithmetic_distractor_mean: float = 1.0  # mean distractor letters per gap, geometric (paper: 1)
+    xml_max_iterations: int = 50  # after this many steps a document only closes tags (paper: 50)
+    xml_max_tag_length: int = 10  # tag names have 2..this many letters (paper: 10)
+
+    def __post_init__(self) -> None:
+        if self.arithmetic_max_digits < 1 or self.xml_max_iterations < 1 or self.xml_max_tag_length < 2:
+            raise TaskError(f"difficulty out of range: {self}")
+        if not self.arithmetic_distractor_mean >= 0:
+            raise TaskError(f"arithmetic_distractor_mean must be >= 0, got {self.arithmetic_distractor_mean}")
+
+
+@dataclass(frozen=True)
 class Stream:
     """One split as a single stream of positions (teacher forcing).
 
@@ -67,6 +86,10 @@ class Task(abc.ABC):
         Raises:
             TaskError: unknown split, bad length, or unreadable data.
         """
+
+    def with_difficulty(self, difficulty: Difficulty) -> "Task":
+        """This task at ``difficulty`` (tasks without difficulty knobs return themselves)."""
+        return self
 
     @abc.abstractmethod
     def decode(self, ids: object) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from archsearch.errors import TaskError
-from archsearch.tasks import DEFAULT_LENGTH, Stream, get_task, parse_arithmetic, task_names
+from archsearch.tasks import DEFAULT_LENGTH, Difficulty, Stream, get_task, parse_arithmetic, task_names
 
 SYNTHETIC = ["memorize", "arithmetic", "xml"]
 BUNDLED = ["ptb-mini", "chorales"]
@@ -161,3 +161,47 @@ def test_xml_is_well_nested() -> None:
             stack.append(name)
         assert len(stack) <= 50
     assert docs > 20
+
+
+# ------------------------------------------------------------------ difficulty (set by a training scale)
+def test_paper_difficulty_is_the_default_stream() -> None:
+    for name in ("arithmetic", "xml"):
+        task = get_task(name)
+        same = task.with_difficulty(Difficulty()).stream("valid", seed=5, length=3000)
+        np.testing.assert_array_equal(same.inputs, task.stream("valid", seed=5, length=3000).inputs)
+    memorize = get_task("memorize")
+    assert memorize.with_difficulty(Difficulty(arithmetic_max_digits=1)) is memorize
+
+
+def test_easier_arithmetic_has_short_operands_and_no_distractors() -> None:
+    task = get_task("arithmetic").with_difficulty(Difficulty(arithmetic_max_digits=2, arithmetic_distractor_mean=0.0))
+    s = task.stream("train", seed=3, length=5000)
+    text = task.decode(s.inputs)
+    instances = text.split(".")[1:-1]
+    assert len(instances) > 200 and not re.search("[a-z]", text)
+    problems = [parse_arithmetic(inst) for inst in instances]
+    assert max(max(abs(p.a), abs(p.b)) for p in problems) >= 10 and all(abs(p.a) < 100 > abs(p.b) for p in problems)
+    noisy = get_task("arithmetic").with_difficulty(Difficulty(arithmetic_max_digits=2, arithmetic_distractor_mean=3.0))
+    questions = [q.split("=")[0] for q in noisy.decode(noisy.stream("train", seed=3, length=20_000).inputs).split(".")[1:-1]]
+    letters = sum(len(re.findall("[a-z]", q)) for q in questions)
+    n_gaps = sum(len(re.sub("[a-z]", "", q)) for q in questions)  # a gap after every question character but the
+    # first, and one before "=": as many gaps as question characters
+    assert 2.5 < letters / n_gaps < 3.5
+
+
+def test_easier_xml_is_shallow_with_short_tags() -> None:
+    task = get_task("xml").with_difficulty(Difficulty(xml_max_iterations=4, xml_max_tag_length=3))
+    text = task.decode(task.stream("train", seed=2, length=20_000).inputs)
+    tokens = re.findall(r"<(/?)([a-z]+)>", text)
+    assert len(tokens) > 1000 and {len(name) for _, name in tokens} == {2, 3}
+    depth = peak = 0
+    for closing, _ in tokens[10:]:
+        depth += -1 if closing else 1
+        peak = max(peak, depth)
+    assert peak <= 4
+
+
+def test_difficulty_out_of_range() -> None:
+    for bad in ({"arithmetic_max_digits": 0}, {"arithmetic_distractor_mean": -1.0}, {"xml_max_tag_length": 1}):
+        with pytest.raises(TaskError, match="difficulty|distractor"):
+            Difficulty(**bad)

@@ -295,6 +295,7 @@ def train_batched(
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ArchsearchError("--device cuda was requested but CUDA is not available on this machine")
     started = time.perf_counter()
+    task = task.with_difficulty(config.difficulty)
     models = []
     for hp, seed in zip(hps, seeds):  # exactly train_model's construction, so slice k gets seed k's weights
         torch.manual_seed(seed)

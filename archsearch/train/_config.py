@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from archsearch.errors import HyperParameterError
-from archsearch.tasks import Kind
+from archsearch.tasks import Difficulty, Kind
 
 # ---------------------------------------------------------------- paper §3.7 ranges
 INIT_SCALES = (0.3, 0.7, 1.0, 1.4, 2.0, 2.8)
@@ -121,6 +121,17 @@ class TrainConfig:
     music_max_epochs: int = 800
     anneal_slope: bool = True  # HM-LSTM: a = min(5, 1 + 0.04 epoch)
     target: float | None = None  # stop as soon as validation reaches this (the memorization filter only needs pass/fail)
+    # How hard the generated tasks are (archsearch.tasks.Difficulty; the paper's values by default)
+    arithmetic_max_digits: int = 8  # operands of 1..this many digits
+    arithmetic_distractor_mean: float = 1.0  # mean distractor letters per gap
+    xml_max_iterations: int = 50  # a document only closes tags after this many steps
+    xml_max_tag_length: int = 10  # tag names of 2..this many letters
+
+    @property
+    def difficulty(self) -> Difficulty:
+        """The task difficulty fields as the tasks' own type."""
+        return Difficulty(self.arithmetic_max_digits, self.arithmetic_distractor_mean, self.xml_max_iterations,
+                          self.xml_max_tag_length)
 
     def __post_init__(self) -> None:
         try:

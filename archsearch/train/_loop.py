@@ -189,6 +189,7 @@ def train_model(
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ArchsearchError("--device cuda was requested but CUDA is not available on this machine")
     started = time.perf_counter()
+    task = task.with_difficulty(config.difficulty)
     torch.manual_seed(seed)
     budget = max(1, round(hp.params * config.param_scale))
     model = build_model(cell, task, budget, hp.layers, hp.init_scale, config.min_units).to(device)

@@ -1,0 +1,44 @@
+"""Shared by the experiment scripts: a resumable JSON results file and the conditions of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def conditions() -> dict[str, Any]:
+    """Where and when: machine, CPU count, load average (the shared machine's load inflates wall times)."""
+    import torch
+
+    return {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def load(path: Path, header: dict[str, Any], fresh: bool) -> dict[str, Any]:
+    """The results so far, or a new document with ``header``.
+
+    Raises:
+        SystemExit: the file holds results of a different configuration (rerun with ``--fresh``).
+    """
+    if path.exists() and not fresh:
+        data = json.loads(path.read_text())
+        differs = {k for k, v in header.items() if data.get(k) != json.loads(json.dumps(v))}
+        if differs:
+            raise SystemExit(f"{path}: stored results differ in {', '.join(sorted(differs))}; rerun with --fresh "
+                             f"to start over or change --out")
+        return data
+    return {**header, "sessions": [], "runs": []}
+
+
+def save(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (a kill never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,153 @@
+"""Rewrite the README's experiment sections from the JSON in ``experiments/results/``.
+
+    python experiments/render.py [--readme README.md] [--results experiments/results]
+
+A section is the text between ``<!-- experiments:NAME -->`` and ``<!-- /experiments:NAME -->``; only those
+lines change, so the README's prose stays as written and every number inside a section comes from a JSON file.
+Sections: ``table1`` (Table 1 per scale with bootstrap intervals, separation, Spearman rank correlations with
+the paper and between scales, cost) and ``separation`` (the latest timed separation benchmark per scale).
+Rendering is deterministic: the same JSON gives the same README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import spearmanr
+
+from archsearch.baselines import PAPER_TABLE1, best_of, bootstrap, paper_separation, paper_task, score_matrix, separation
+
+HERE = Path(__file__).resolve().parent
+SCALE_ORDER = ["tiny", "small", "paper"]
+
+
+def _scale_key(scale: str) -> tuple[int, str]:
+    return (SCALE_ORDER.index(scale) if scale in SCALE_ORDER else len(SCALE_ORDER), scale)
+
+
+def _load(results: Path, experiment: str) -> list[dict[str, Any]]:
+    docs = [json.loads(p.read_text()) for p in sorted(results.glob(f"{experiment}_*.json"))]
+    return sorted(docs, key=lambda d: _scale_key(d["scale"]))
+
+
+def _interval(est) -> str:
+    return f"{est.value:.3f} ({est.low:.3f}–{est.high:.3f})"
+
+
+def _rho(a: list[float], b: list[float]) -> str:
+    if len(a) < 3:
+        return "–"
+    value = spearmanr(a, b).statistic
+    return "–" if value != value else f"{value:+.2f}"  # nan: a column without variation
+
+
+def _bests(doc: dict[str, Any], task: str) -> dict[str, list[float]]:
+    return {c: v for c, v in score_matrix(doc["runs"], task).items() if c in doc["cells"] and v}
+
+
+def table1_section(docs: list[dict[str, Any]]) -> str:
+    """Per scale: each cell's best (95% CI) beside the paper; separation; rank correlation; cost."""
+    if not docs:
+        return "_No Table 1 results yet (`python experiments/table1.py`)._"
+    out = []
+    for doc in docs:
+        tasks, cells = doc["tasks"], doc["cells"]
+        scores = {task: _bests(doc, task) for task in tasks}
+        cpu_hours = sum(r.get("cpu_seconds", 0.0) for r in doc["runs"]) / 3600
+        wall_hours = sum(s.get("wall_seconds", 0.0) for s in doc["sessions"]) / 3600
+        loads = [s[k]["load_average"][0] for s in doc["sessions"] for k in ("start", "end") if k in s]
+        done = ", ".join(f"{t} {len(next(iter(scores[t].values()), []))}/{doc['settings']}" for t in tasks)
+        out.append(f"**Scale `{doc['scale']}`**: best validation metric over the same settings for every cell "
+                   f"(settings done per task: {done}; "
+                   f"seed {doc['seed']}), 95% bootstrap interval over the settings; paper: Table 1 "
+                   f"(ptb-mini beside the paper's full PTB).\n")
+        header = "| cell | " + " | ".join(f"{t} | paper" for t in tasks) + " |"
+        out += [header, "|---|" + "---:|---:|" * len(tasks)]
+        for cell in cells:
+            row = [cell]
+            for task in tasks:
+                values = scores[task].get(cell)
+                row.append(_interval(bootstrap({cell: values}, best_of(cell))) if values else "–")
+                paper = PAPER_TABLE1.get(cell, {}).get(paper_task(task))
+                row.append("–" if paper is None else f"{paper:.3f}")
+            out.append("| " + " | ".join(row) + " |")
+        seps, rhos = [], []
+        for task in tasks:
+            est = separation(scores[task]) if scores[task] else None
+            paper = paper_separation(task)
+            seps.append(f"{task} {'–' if est is None else _interval(est)} (paper {paper:.2f})")
+            common = [c for c in cells if c in scores[task] and paper_task(task) in PAPER_TABLE1.get(c, {})]
+            rhos.append(f"{task} {_rho([max(scores[task][c]) for c in common], [PAPER_TABLE1[c][paper_task(task)] for c in common])}")
+        out.append("")
+        out.append(f"Separation min(LSTM, GRU) / max(tanh, LSTM-f): {'; '.join(seps)}. "
+                   f"Spearman rank correlation of the cells' bests with Table 1: {'; '.join(rhos)}. "
+                   f"Cost: {len(doc['runs'])} runs, {cpu_hours:.2f} CPU-hours, {wall_hours:.2f} wall-hours with "
+                   f"2 workers on the shared 2-core machine"
+                   + (f" (load average {min(loads):.1f}–{max(loads):.1f})" if loads else "") + ".\n")
+    if len(docs) > 1:
+        lines = []
+        for a, b in zip(docs, docs[1:]):
+            for task in [t for t in a["tasks"] if t in b["tasks"]]:
+                sa, sb = _bests(a, task), _bests(b, task)
+                common = [c for c in a["cells"] if c in sa and c in sb]
+                lines.append(f"{task} {_rho([max(sa[c]) for c in common], [max(sb[c]) for c in common])}")
+            out.append(f"Spearman rank correlation between `{a['scale']}` and `{b['scale']}`: {'; '.join(lines)}.\n")
+    return "\n".join(out).rstrip()
+
+
+def separation_section(docs: list[dict[str, Any]]) -> str:
+    """The latest timed ``archsearch baselines`` separation run per scale."""
+    if not docs:
+        return "_No separation benchmark yet (`python experiments/separation.py`)._"
+    out = ["| scale | arithmetic (paper 3.03) | xml (paper 1.33) | wall | CPU | load average |", "|---|---:|---:|---:|---:|---|"]
+    for doc in docs:
+        m = doc["measurements"][-1]
+        cells = []
+        for task in ("arithmetic", "xml"):
+            est = (m["separation"].get(task) or {}).get("estimate")
+            cells.append("–" if est is None else f"{est['value']:.2f} ({est['low']:.2f}–{est['high']:.2f})")
+        load = f"{m['start']['load_average'][0]:.1f} → {m['end']['load_average'][0]:.1f}"
+        out.append(f"| `{doc['scale']}` | {cells[0]} | {cells[1]} | {m['wall_seconds'] / 60:.1f} min | "
+                   f"{m['cpu_seconds'] / 60:.1f} min | {load} |")
+    commands = sorted({doc["measurements"][-1]["command"] for doc in docs})
+    out.append("")
+    out.append("Command: " + "; ".join(f"`{c}`" for c in commands) + " (timed by `experiments/separation.py`; CPU is "
+               "the command and its worker processes).")
+    return "\n".join(out)
+
+
+SECTIONS = {"table1": lambda r: table1_section(_load(r, "table1")),
+            "separation": lambda r: separation_section(_load(r, "separation"))}
+
+
+def rewrite(text: str, sections: dict[str, str]) -> str:
+    """``text`` with the body of every ``<!-- experiments:NAME -->`` section replaced by ``sections[NAME]``."""
+    def body(match: re.Match) -> str:
+        name = match["name"]
+        if name not in sections:
+            return match[0]
+        return f"<!-- experiments:{name} -->\n{sections[name]}\n<!-- /experiments:{name} -->"
+
+    return re.sub(r"<!-- experiments:(?P<name>[\w-]+) -->.*?<!-- /experiments:(?P=name) -->", body, text, flags=re.S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--readme", type=Path, default=HERE.parent / "README.md")
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    text = args.readme.read_text()
+    new = rewrite(text, {name: make(args.results) for name, make in SECTIONS.items()})
+    if new != text:
+        args.readme.write_text(new)
+    print(f"{args.readme}: {'rewritten' if new != text else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

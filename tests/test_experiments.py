@@ -1,0 +1,70 @@
+"""experiments/render.py: README sections rewritten from results JSON, deterministically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RENDER = Path(__file__).resolve().parent.parent / "experiments" / "render.py"
+CELLS = ["tanh", "lstm-f", "lstm", "gru", "mut1"]
+LEVEL = {"tanh": 0.30, "lstm-f": 0.28, "lstm": 0.62, "gru": 0.66, "mut1": 0.70}
+
+
+def _table1(scale: str, settings: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    runs = [{"cell": c, "task": t, "setting": s, "metric": float(LEVEL[c] * (1 if t == "arithmetic" else 0.7)
+                                                                  + 0.03 * rng.standard_normal()),
+             "cpu_seconds": 10.0, "seconds": 20.0}
+            for t in ("arithmetic", "xml") for s in range(settings) for c in CELLS]
+    start = {"load_average": [3.0, 2.0, 1.0]}
+    return {"experiment": "table1", "scale": scale, "settings": settings, "seed": 0, "tasks": ["arithmetic", "xml"],
+            "cells": CELLS, "runs": runs, "sessions": [{"start": start, "end": start, "wall_seconds": 7200.0, "runs": 1}]}
+
+
+def _render(readme: Path, results: Path) -> str:
+    out = subprocess.run([sys.executable, str(RENDER), "--readme", str(readme), "--results", str(results)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_render_fills_marked_sections_and_is_idempotent(tmp_path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "table1_tiny.json").write_text(json.dumps(_table1("tiny", 4, 1)))
+    (results / "table1_small.json").write_text(json.dumps(_table1("small", 3, 2)))
+    est = {"value": 1.9, "low": 1.4, "high": 2.3}
+    sep = {"experiment": "separation", "scale": "tiny", "measurements": [{
+        "command": "archsearch baselines --scale tiny", "wall_seconds": 270.0, "cpu_seconds": 480.0,
+        "separation": {"arithmetic": {"estimate": est, "paper": 3.03}, "xml": {"estimate": None, "paper": 1.33}},
+        "start": {"load_average": [0.5, 0, 0]}, "end": {"load_average": [2.0, 0, 0]}}]}
+    (results / "separation_tiny.json").write_text(json.dumps(sep))
+    readme = tmp_path / "README.md"
+    prose = "# Title\n\nProse stays.\n\n"
+    readme.write_text(prose + "<!-- experiments:table1 -->\nold\n<!-- /experiments:table1 -->\n\nmiddle\n\n"
+                      "<!-- experiments:separation -->\n<!-- /experiments:separation -->\n\n<!-- other -->\n")
+    assert "rewritten" in _render(readme, results)
+    text = readme.read_text()
+    assert text.startswith(prose) and "\nmiddle\n" in text and text.endswith("<!-- other -->\n") and "old" not in text
+    table = text[text.index("**Scale `tiny`**"):text.index("**Scale `small`**")]
+    assert "arithmetic 4/4, xml 4/4" in table
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ") and "cell" not in line}
+    assert set(rows) == set(CELLS)
+    assert "| 0.295 |" in rows["tanh"] and "| 0.892 |" in rows["lstm"]  # the paper's Table 1 beside ours
+    assert "(paper 3.03)" in table and "xml" in table and "0.80 wall-hours" not in table and "2.00 wall-hours" in table
+    assert "Spearman rank correlation of the cells' bests with Table 1: arithmetic +" in table
+    assert "between `tiny` and `small`: arithmetic +" in text
+    assert "| `tiny` | 1.90 (1.40–2.30) | – | 4.5 min | 8.0 min | 0.5 → 2.0 |" in text
+    assert "unchanged" in _render(readme, results) and readme.read_text() == text
+
+
+def test_render_without_results_says_so(tmp_path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- experiments:table1 -->\n<!-- /experiments:table1 -->\n")
+    (tmp_path / "empty").mkdir()
+    _render(readme, tmp_path / "empty")
+    assert "No Table 1 results yet" in readme.read_text()
