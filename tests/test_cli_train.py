@@ -24,7 +24,7 @@ def _error(out: subprocess.CompletedProcess) -> str:
 
 
 def test_train_json_is_the_last_stdout_line() -> None:
-    out = _run("train", "--cell", "gru", "--task", "xml", "--scale", "tiny", "--layers", "2", "--seed", "3", "--json")
+    out = _run("train", "--cell", "gru", "--task", "xml", "--scale", "ci", "--layers", "2", "--seed", "3", "--json")
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("metric", "valid", "test", "epochs", "seconds", "params", "units", "diverged"):
@@ -39,7 +39,7 @@ def test_train_text_summary_and_diverged_json(tmp_path) -> None:
     from archsearch.ir import parse_cell
 
     cell.write_text(parse_cell("cell relu\nstates h\nh' = relu(W(x) + W(h) + b)\n").to_json())
-    out = _run("train", "--cell", str(cell), "--task", "arithmetic", "--scale", "tiny", "--lr", "5",
+    out = _run("train", "--cell", str(cell), "--task", "arithmetic", "--scale", "ci", "--lr", "5",
                "--init-scale", "2.8", "--max-grad-norm", "20", "--json")
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert out.returncode == 0 and record["diverged"] and record["metric"] == 0 and record["valid"] is None
@@ -74,7 +74,7 @@ def test_train_cuda_without_cuda() -> None:
 
 def test_baselines_json_and_table() -> None:
     cells = ["tanh", "lstm-f", "lstm", "gru"]
-    args = ["baselines", "--tasks", "xml", "--cells", *cells, "--scale", "tiny", "--settings", "1", "--jobs", "2"]
+    args = ["baselines", "--tasks", "xml", "--cells", *cells, "--scale", "ci", "--settings", "1", "--jobs", "2"]
     out = _run(*args, "--json")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])

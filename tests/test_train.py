@@ -188,3 +188,18 @@ def test_memorize_config_is_the_filter() -> None:
         assert (cfg.param_scale, cfg.target, cfg.schedule) == (1.0, 0.95, "filter")
         assert cfg.batch_size == 20 and cfg.unroll == 35 and cfg.max_epochs == FILTER_OVERRIDES[scale]["max_epochs"]
     assert task_config("small", get_task("xml")) == scale_config("small")
+
+
+def test_scale_difficulty_reaches_the_generated_task() -> None:
+    from dataclasses import replace
+
+    from archsearch.tasks import Difficulty
+
+    assert scale_config("paper").difficulty == Difficulty()  # the paper's tasks at the paper's scale
+    tiny = scale_config("tiny").difficulty
+    assert tiny.arithmetic_max_digits < 8 and tiny.xml_max_iterations < 50
+    frozen = HyperParams(1e-30, 1.0, 5.0, 1, 250_000)  # weights do not move: accuracy depends only on the data
+    cfg = scale_config("ci").with_overrides(max_epochs=1)
+    short, long = (train(seed_cell("tanh"), get_task("arithmetic"), frozen, replace(cfg, arithmetic_max_digits=d), seed=1)
+                   for d in (1, 8))
+    assert short.valid != long.valid
