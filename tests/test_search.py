@@ -255,7 +255,9 @@ def test_leaderboard_formats(searched):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert rows and {"id", "fitness", "scores", "evaluations"} <= set(rows[0])
-    assert {r["name"]: r["fitness"] for r in rows}["gru"] == 1.0
+    # the normalizers are the GRU's best at the end of initialization, frozen; its re-evaluations can only add rows,
+    # so its fitness is 1.0 or above (above when a fresh setting beat the reference ones: README "fixed reference")
+    assert {r["name"]: r["fitness"] for r in rows}["gru"] >= 1.0
     csv_out = _cli("leaderboard", "--db", searched, "--format", "csv", "--top", "3")
     assert csv_out.stdout.splitlines()[0].startswith("rank,id,name,parent,fitness,arithmetic,xml")
     table = _cli("leaderboard", "--db", searched, "--equations")
