@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     measurement = {"command": " ".join(command[:-1]), "wall_seconds": wall, "cpu_seconds": cpu,
-                   "separation": result["separation"], "seconds_per_run": result["seconds_per_run"],
+                   "separation": result["separation"], "best": result["best"], "seconds_per_run": result["seconds_per_run"],
                    "cpu_seconds_per_run": result["cpu_seconds_per_run"], "runs": result["runs"],
                    "start": before, "end": conditions()}
     data = json.loads(out.read_text()) if out.exists() else {"experiment": "separation", "scale": args.scale,
