@@ -41,3 +41,15 @@ class SearchConfigError(ArchsearchError):
 
 class CLIUsageError(ArchsearchError):
     """Bad command-line input."""
+
+
+class SearchExistsError(StorageError):
+    """A search with this name was created meanwhile (e.g. by a driver started at the same moment)."""
+
+
+class LeaseHeldError(StorageError):
+    """Another live driver holds the search's lease; the message names it."""
+
+
+class LeaseLostError(StorageError):
+    """This driver's lease was taken over; it must stop without writing further."""

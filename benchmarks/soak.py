@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Soak: the driver's memory (RSS) against evaluations over a long in-process search.
 
-Runs the quick preset (tiny scale) in this process with the in-process executor, samples the
+Runs the quick preset (tiny scale; with ``--short``, the quick procedure with the ~2 s trainings of
+``search_throughput.py``, so that many architectures pass in a short soak) in this process with the
+in-process executor, samples the
 process's resident set size after every finished evaluation, and writes JSON (samples and a
 summary). After the warm-up (the first ``--warmup`` fraction of the evaluations) the remaining
 samples are split into thirds; RSS is called *flat* when the median of the last third is within
 ``--tolerance`` (10%) of the median of the first third.
 
-Run: ``python benchmarks/soak.py --evaluations 400 --time-limit 1080 --cache-size 16`` (a small
+Run: ``python benchmarks/soak.py --short --seeds lstm gru --time-limit 900 --cache-size 16`` (a small
 compiler cache makes eviction happen within a short run). Linux only (reads /proc/self/statm).
 Not a test: it takes as long as you let it. Results go to ``benchmarks/results/`` and README.md.
 """
@@ -31,6 +33,7 @@ from archsearch.compiler import DEFAULT_CACHE_SIZE, cache_info
 from archsearch.executors import InProcessExecutor
 from archsearch.search import SearchDriver, preset
 from archsearch.storage import open_storage
+from search_throughput import workload  # benchmarks/ is on sys.path when this file runs as a script
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -79,11 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of evaluations ignored (default 0.25)")
     ap.add_argument("--tolerance", type=float, default=0.10, help="allowed change of the median RSS (default 0.10)")
     ap.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    ap.add_argument("--short", action="store_true", help="~2 s trainings instead of the tiny scale's")
+    ap.add_argument("--seeds", nargs="+", help="seed cells (default: the preset's)")
     ap.add_argument("--json", default="benchmarks/results/soak.json", help="output file (default %(default)s)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    config = preset("quick").with_overrides(name="soak", seed=args.seed, compile_cache_size=args.cache_size)
+    base = workload("short", "soak") if args.short else preset("quick").with_overrides(name="soak")
+    config = base.with_overrides(seed=args.seed, compile_cache_size=args.cache_size,
+                                 seeds=tuple(args.seeds) if args.seeds else None)
     db = Path(tempfile.mkdtemp(prefix="archsearch-soak-")) / "soak.db"
     load_before = os.getloadavg()
     with InProcessExecutor(args.workers, torch_threads=1) as executor:
@@ -100,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "load_before": [round(v, 2) for v in load_before],
             "load_after": [round(v, 2) for v in os.getloadavg()], "workers": args.workers,
-            "cache_size": args.cache_size, "preset": "quick", "seed": args.seed, "wall_s": round(wall, 1),
+            "cache_size": args.cache_size, "preset": "quick", "short_trainings": args.short,
+            "seeds": list(config.seeds), "seed": args.seed, "wall_s": round(wall, 1),
             "evaluations": final.done + final.failed, "failed": final.failed,
             "architectures": len(storage.list_architectures(storage.get_search("soak").id)),
         },

@@ -104,7 +104,7 @@ def test_no_cell_completes_below_the_last_gate(tmp_path):
         assert best["arithmetic"] > 0.9 * norms["arithmetic"]
     gated = collections.Counter(a.stage.split("#")[0] for a in storage.list_architectures(record.id))
     assert gated["gated_out:xml"] >= 1, "some children must have been stopped at the last task's gate"
-    assert record.state["counters"]["gated_out:xml"] == gated["gated_out:xml"]
+    assert record.counters["gated_out:xml"] == gated["gated_out:xml"]
 
 
 # ------------------------------------------------------------------ §3.1 re-examination
@@ -112,7 +112,7 @@ def test_a_redrawn_complete_cell_outside_the_top_list_gets_fresh_settings(tmp_pa
     # top_size 1: the tanh RNN holds the list (every complete child is outside it) and has few distinct children
     cfg = config(seeds=("tanh", "gru"), top_size=1, p_reevaluate=0.0)
     storage, record, _ = search(tmp_path, cfg, 300, below_the_seeds)
-    counters = record.state["counters"]
+    counters = record.counters
     assert counters.get("reexamined_complete", 0) >= 1, counters
     redrawn = [a for a in storage.list_architectures(record.id, stage="complete")
                if any(e.purpose.startswith("reexamine") for e in storage.evaluations(architecture_id=a.id))]
@@ -132,7 +132,7 @@ def _child_sources(tmp_path, threshold: int) -> tuple[collections.Counter, objec
     cfg = config(tasks=("arithmetic",), top_size=2, p_reevaluate=0.0, init_settings_per_task=24, reference_settings_per_task=24,
                  settings_per_task=8, parent_settings_threshold=threshold)
     storage, record, _ = search(tmp_path, cfg, 400, below_the_seeds, name=f"t{threshold}")
-    counters = record.state["counters"]
+    counters = record.counters
     sources = collections.Counter({k.split(":")[2]: v for k, v in counters.items() if k.startswith("source:task:")})
     assert sum(sources.values()) >= 280, counters
     return sources, storage, record
@@ -263,7 +263,7 @@ def test_children_that_cannot_learn_are_rejected_before_training_and_counted(tmp
     assert all(output_reads_input(child) for child, _ in records)
     # the driver counts every rejected child by reason; none was stored or trained
     storage, record, _ = search(tmp_path, config(seeds=("tanh", "gru")), 120)
-    counters = record.state["counters"]
+    counters = record.counters
     mutants = [a for a in storage.list_architectures(record.id) if a.origin == "mutant"]
     reasons = collections.Counter()
     for arch in mutants:

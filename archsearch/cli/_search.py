@@ -21,7 +21,7 @@ from archsearch.cli._options import (
     seed_int,
 )
 from archsearch.errors import CLIUsageError, StorageError
-from archsearch.storage import DEFAULT_URL, open_storage
+from archsearch.storage import DEFAULT_URL, LEASE_TIMEOUT_S, open_storage
 
 FORMATS = ("table", "json", "csv")
 # Upper bounds that catch typos (a Ray task asking for 1e30 GPUs would wait forever, unschedulable)
@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train up to K queued settings of one cell and task that share layers and budget "
                         "as one batched model (default 20; 1: one by one)")
     p.add_argument("--report", metavar="FILE", help="write the HTML report to FILE at the end")
+    p.add_argument("--take-over", action="store_true",
+                   help="run the search even though another driver holds it (that driver stops at its next "
+                        "write); without it, a driver that is still alive is refused, while one whose process "
+                        f"ended on this machine or whose heartbeat is over {LEASE_TIMEOUT_S:.0f} s old is taken "
+                        "over silently")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
     add_force(p)
     p.set_defaults(func=run_search)
@@ -112,7 +117,7 @@ def run_search(args: argparse.Namespace) -> int:
     view = _LiveView(config, enabled=not args.no_live and sys.stderr.isatty())
     with _executor(args) as executor, view:
         driver = SearchDriver(storage, config, executor, max_evaluations=max_evals, time_limit=time_limit,
-                              on_progress=view.update)
+                              on_progress=view.update, take_over=args.take_over)
         final = driver.run()
     print(
         f"search {config.name!r}: {final.done} evaluations done, {final.failed} failed, "

@@ -68,7 +68,7 @@ class ReportData:
 
     @property
     def counters(self) -> dict[str, int]:
-        return dict((self.search.state or {}).get("counters", {})) if self.search else {}
+        return dict(self.search.counters) if self.search else {}
 
     @property
     def mutants(self) -> int:

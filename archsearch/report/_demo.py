@@ -46,7 +46,8 @@ def make_demo_db(url: str, mutants: int = 20, settings: int = 3, seed: int = 0, 
     sim.seeds()
     for step in range(mutants):
         sim.step(step)
-    storage.update_search(search.id, status="stopped", state={"step": mutants, "counters": dict(sim.counts)})
+    storage.add_counts(search.id, dict(sim.counts))
+    storage.update_search(search.id, status="stopped", state={"step": mutants})
     storage.close()
     return url
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from archsearch.errors import SearchConfigError
+from archsearch.storage._lease import HEARTBEAT_S, LEASE_TIMEOUT_S
 
 # Fields that define the search; changing them on resume would mix two different searches.
 _DEFINING = (
@@ -65,6 +66,10 @@ class SearchConfig:
     # step functions and plans each worker process keeps compiled: an LRU of this many entries each
     # (archsearch.compiler.set_cache_size; the default is archsearch.compiler.DEFAULT_CACHE_SIZE)
     compile_cache_size: int = 256
+    # one driver per search (archsearch.storage._lease): the driver renews its lease every heartbeat_every
+    # seconds; a holder on another machine whose heartbeat is older than lease_timeout seconds is gone
+    lease_timeout: float = LEASE_TIMEOUT_S
+    heartbeat_every: float = HEARTBEAT_S
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -82,6 +87,9 @@ class SearchConfig:
             (self.top_size >= 1, "top_size must be at least 1"),
             (self.batch_settings >= 1, "batch_settings must be at least 1"),
             (self.compile_cache_size >= 1, "compile_cache_size must be at least 1"),
+            (0 < self.heartbeat_every < self.lease_timeout,
+             f"heartbeat_every must be positive and below lease_timeout, got {self.heartbeat_every} and "
+             f"{self.lease_timeout}"),
         ]
         for ok, message in checks:
             if not ok:

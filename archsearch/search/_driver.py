@@ -17,18 +17,18 @@ import time
 import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from archsearch.errors import ArchsearchError, SearchConfigError
+from archsearch.errors import ArchsearchError, LeaseLostError, SearchConfigError, SearchExistsError
 from archsearch.executors import EvalJob, EvalOutcome, Executor, GroupJob
 from archsearch.ir import Cell
 from archsearch.search._config import SearchConfig
 from archsearch.search._settings import choose_settings
 from archsearch.search._stage import COMPLETE, INIT, Stage, StageKind
 from archsearch.search_spaces import seed as seed_cell
-from archsearch.storage import ArchitectureRecord, EvalStatus, EvaluationRecord, LeaderboardStorage, SearchStatus
+from archsearch.storage import ArchitectureRecord, DriverId, EvalStatus, EvaluationRecord, LeaderboardStorage, SearchStatus
 from archsearch.tasks import Metric
 from archsearch.train import HyperParams, task_config
 
@@ -82,6 +82,7 @@ class SearchDriver:
         time_limit: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_every: float = 2.0,
+        take_over: bool = False,
     ):
         self.storage = storage
         self.config = config
@@ -90,6 +91,10 @@ class SearchDriver:
         self.time_limit = time_limit
         self.on_progress = on_progress
         self.progress_every = progress_every
+        self.take_over = take_over  # take the search's lease even from a live driver
+        self.driver_id = DriverId.current()
+        self.search = None  # the search record once this driver holds its lease
+        self._last_beat = time.monotonic()
         self._tasks = {}  # name -> Task (loaded lazily)
         self._queue: deque[int] = deque()
         self._evals: dict[int, EvaluationRecord] = {}  # queued/running evaluations we know of
@@ -103,17 +108,21 @@ class SearchDriver:
         cfg = self.config
         record = self.storage.get_search(cfg.name)
         if record is None:
-            record = self.storage.create_search(cfg.name, cfg.to_dict(), cfg.seed)
-            log.info("started search %r", cfg.name)
-        else:
+            try:
+                record = self.storage.create_search(cfg.name, cfg.to_dict(), cfg.seed, driver=self.driver_id)
+                log.info("started search %r", cfg.name)
+            except SearchExistsError:  # another driver created it a moment ago: resume it, if its lease allows
+                record = self.storage.get_search(cfg.name)
+        if record.lease is None or record.lease.holder != self.driver_id:
             cfg.check_compatible(record.config)
+            self.storage.acquire_lease(record.id, self.driver_id, timeout_s=cfg.lease_timeout, take_over=self.take_over)
             requeued = self.storage.requeue_running(record.id)
             log.info("resuming search %r (%d evaluations re-queued)", cfg.name, requeued)
+        self._last_beat = time.monotonic()
         self.search = self.storage.update_search(record.id, status=SearchStatus.RUNNING)
-        self.state: dict[str, Any] = dict(self.search.state or {})
+        self.state: dict[str, Any] = {k: v for k, v in (self.search.state or {}).items() if k != "counters"}
         self.state.setdefault("step", 0)
-        self.state.setdefault("counters", {})
-        self._counts.update(self.state["counters"])
+        self._counts.update(self.search.counters)
         for ev in self.storage.evaluations(search_id=self.search.id):
             if ev.status == EvalStatus.QUEUED:
                 self._queue.append(ev.id)
@@ -123,8 +132,22 @@ class SearchDriver:
         self._ensure_seeds()
 
     def _save_state(self) -> None:
-        self.state["counters"] = {k: v for k, v in self._counts.items() if not k.startswith("evals_")}
         self.storage.update_search(self.search.id, state=self.state)
+
+    def _counted(self, count: Mapping[str, int] | None) -> None:
+        """Mirror counters the storage has just added (with the rows they count) in memory."""
+        self._counts.update(count or {})
+
+    def _add_counts(self, count: Mapping[str, int]) -> None:
+        """Count events that change no row (a failed mutation, a duplicate child)."""
+        self.storage.add_counts(self.search.id, count)
+        self._counted(count)
+
+    def _heartbeat(self) -> None:
+        """Renew the lease every ``heartbeat_every`` seconds (LeaseLostError if another driver took it)."""
+        if time.monotonic() - self._last_beat >= self.config.heartbeat_every:
+            self.storage.renew_lease(self.search.id, self.driver_id)
+            self._last_beat = time.monotonic()
 
     def task(self, name: str):
         if name not in self._tasks:
@@ -165,10 +188,11 @@ class SearchDriver:
             return self.config.tasks
         return (self.config.filter_task,) if stage.kind is StageKind.FILTER else (stage.task,)
 
-    def _enter(self, arch: ArchitectureRecord, stage: Stage) -> None:
-        """Move ``arch`` to ``stage`` and queue the stage's evaluations (idempotent)."""
+    def _enter(self, arch: ArchitectureRecord, stage: Stage, count: Mapping[str, int] | None = None) -> None:
+        """Move ``arch`` to ``stage`` (counting ``count`` with it) and queue the stage's evaluations (idempotent)."""
         if arch.stage != str(stage):
-            self.storage.set_stage(arch.id, str(stage))
+            self.storage.set_stage(arch.id, str(stage), count)
+            self._counted(count)
         tasks = self._stage_tasks(stage)
         per_task = self._init_settings(arch) if stage == INIT else self._expected(stage, arch)
         # §3.3: a child's settings on a search task come from its parent (the filter's one setting is random)
@@ -182,21 +206,26 @@ class SearchDriver:
             self._queue_settings(arch, cell, task, per_task, str(stage), stage.kind.value, rng, pools)
 
     def _queue_settings(self, arch: ArchitectureRecord, cell: Cell, task: str, count: int, purpose: str, why: str,
-                        rng: np.random.Generator, pools: dict[str, Any]) -> None:
+                        rng: np.random.Generator, pools: dict[str, Any], events: Mapping[str, int] | None = None) -> bool:
         """Queue ``count`` settings of ``arch`` on ``task`` it has not run (§3.3 sources from ``pools``), each
-        counted as ``source:<why>:<source>``."""
+        counted as ``source:<why>:<source>``; ``events`` are counted with the first one queued. Returns
+        whether they were."""
         mine = self.storage.evaluations(architecture_id=arch.id, task=task)
         taken = {HyperParams.from_dict(e.hparams).key() for e in mine if e.purpose != purpose}
         budgets = self.task(task).param_budgets
         fixed = 1 if cell.depth > 1 else None
+        pending = dict(events or {})
         for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
                                           threshold=self.config.parent_settings_threshold, **pools):
-            ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose)
+            counts = {**pending, f"source:{why}:{source}": 1}
+            ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose, counts)
             if ev is not None:
                 self._queue.append(ev.id)
                 self._evals[ev.id] = ev
                 self._counts["evals_queued"] += 1
-                self._counts[f"source:{why}:{source}"] += 1
+                self._counted(counts)
+                pending = {}
+        return not pending
 
     def _pools(self, history: ArchitectureRecord, task: str, *, own: bool) -> dict[str, Any]:
         """§3.3 pools for settings on ``task``: ``history``'s settings ranked by result, how many it ran, and the
@@ -247,11 +276,9 @@ class SearchDriver:
         metric = Metric(self.task(self.config.filter_task).metric)
         if any(e.status == EvalStatus.DONE and not e.diverged and e.valid is not None
                and metric.reached(e.valid, self.config.filter_threshold) for e in mine):
-            self._counts["passed_filter"] += 1
-            self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit))
+            self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit), {"passed_filter": 1})
         else:
-            self._counts["filtered_out"] += 1
-            self.storage.set_stage(arch.id, str(Stage(StageKind.FILTERED_OUT, visit=stage.visit)))
+            self._set_stage(arch, Stage(StageKind.FILTERED_OUT, visit=stage.visit), {"filtered_out": 1})
 
     def _after_task(self, arch: ArchitectureRecord, stage: Stage) -> None:
         """§3.1: the 90% gate follows every task, the last included."""
@@ -260,13 +287,15 @@ class SearchDriver:
         reference = self.storage.normalizers(self.search.id, self.config.reference).get(task)
         index = self.config.tasks.index(task)
         if not (reference and best > self.config.gate * reference):
-            self._counts[f"gated_out:{task}"] += 1
-            self.storage.set_stage(arch.id, str(Stage(StageKind.GATED_OUT, task, stage.visit)))
+            self._set_stage(arch, Stage(StageKind.GATED_OUT, task, stage.visit), {f"gated_out:{task}": 1})
         elif index + 1 == len(self.config.tasks):
-            self._counts["completed"] += 1
-            self.storage.set_stage(arch.id, str(COMPLETE))
+            self._set_stage(arch, COMPLETE, {"completed": 1})
         else:
             self._enter(arch, Stage.on_task(self.config.tasks[index + 1], stage.visit))
+
+    def _set_stage(self, arch: ArchitectureRecord, stage: Stage, count: Mapping[str, int]) -> None:
+        self.storage.set_stage(arch.id, str(stage), count)
+        self._counted(count)
 
     # ================================================================== steps
     def _seeds_ready(self) -> bool:
@@ -301,23 +330,21 @@ class SearchDriver:
         rng = np.random.default_rng([self.config.seed, 7, step])
         arch = self._select(rng)
         if rng.random() < self.config.p_reevaluate:
-            self._counts["reevaluations"] += 1
-            self._fresh_settings(arch, f"reeval#{step}", "reeval", rng)
+            self._fresh_settings(arch, f"reeval#{step}", "reeval", rng, {"reevaluations": 1})
             return True
         return self._mutate_step(arch, rng, step)
 
     def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int) -> bool:
         from archsearch.mutation import MutationError, fingerprint, mutate
 
-        self._counts["proposed"] += 1
         try:
             child, record = mutate(Cell.from_json(parent.graph_json), rng)
         except MutationError as e:
-            self._counts["mutation_failures"] += 1
+            self._add_counts({"proposed": 1, "mutation_failures": 1})
             log.warning("mutation of %s failed: %s", parent.name, e)
             return False
-        for reason, count in record.rejection_reasons.items():  # children rejected before any training
-            self._counts[f"rejected:{reason}"] += count
+        if record.rejection_reasons:  # children rejected before any training
+            self._add_counts({f"rejected:{reason}": count for reason, count in record.rejection_reasons.items()})
         structural = child.structural_hash()
         existing = self.storage.find_architecture(self.search.id, structural_hash=structural)
         fp = fingerprint(child)
@@ -329,7 +356,10 @@ class SearchDriver:
         arch, created = self.storage.add_architecture(
             self.search.id, name=child.name, graph_json=child.to_json(), structural_hash=structural,
             fingerprint=fp, parent_id=parent.id, mutation=mutation, origin="mutant", stage=str(Stage.filter(1)),
+            count={"proposed": 1},
         )
+        if created:
+            self._counted({"proposed": 1})
         self._enter(arch, Stage.filter(1))
         return True
 
@@ -337,32 +367,33 @@ class SearchDriver:
         """A child equal to a known architecture (§3.1): a stopped one is re-examined, a complete one outside
         the top list gets fresh settings on every task, one on the list (or still in flight) is a duplicate."""
         stage = Stage.parse(arch.stage)
+        events = {"proposed": 1, "reexamined": 1}
         if stage.kind is StageKind.FILTERED_OUT:
-            self._counts["reexamined"] += 1
-            self._enter(arch, Stage.filter(stage.visit + 1))
+            self._enter(arch, Stage.filter(stage.visit + 1), events)
             return True
-        if stage.kind is StageKind.GATED_OUT:
-            self._counts["reexamined"] += 1  # all its settings are kept: skip the filter, fresh settings only
-            self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit + 1))
+        if stage.kind is StageKind.GATED_OUT:  # all its settings are kept: skip the filter, fresh settings only
+            self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit + 1), events)
             return True
         if stage == COMPLETE and not self._in_top(arch.id):
-            self._counts["reexamined_complete"] += 1
-            self._fresh_settings(arch, f"reexamine#{step}", "reexamine", rng)
+            self._fresh_settings(arch, f"reexamine#{step}", "reexamine", rng, {"proposed": 1, "reexamined_complete": 1})
             return True
-        self._counts["duplicates"] += 1
+        self._add_counts({"proposed": 1, "duplicates": 1})
         return False
 
     def _in_top(self, arch_id: int) -> bool:
         top = self.storage.top_k(self.search.id, self.config.top_size, list(self.config.tasks), self.config.reference)
         return any(a.id == arch_id for a, _, _ in top)
 
-    def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, why: str, rng: np.random.Generator) -> None:
+    def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, why: str, rng: np.random.Generator,
+                        events: Mapping[str, int]) -> None:
         """``settings_per_task`` settings the cell has not run on every search task, drawn by §3.3 with the
-        cell as its own parent (re-evaluations and re-examinations)."""
+        cell as its own parent (re-evaluations and re-examinations); ``events`` counted with the first one."""
         cell = Cell.from_json(arch.graph_json)
         for task in self.config.tasks:
             pools = self._pools(arch, task, own=True)
-            self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, why, rng, pools)
+            if self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, why, rng, pools,
+                                    events):
+                events = {}
 
     # ================================================================== running
     def _job(self, ev: EvaluationRecord) -> EvalJob:
@@ -399,6 +430,7 @@ class SearchDriver:
     def _fill(self) -> None:
         idle = 0
         while self.executor.in_flight() < self.executor.slots and self._budget_left() and not self._out_of_time():
+            self._heartbeat()
             if self._queue:
                 group = self._batch_with(self._evals[self._queue.popleft()])
                 for ev in group:
@@ -459,12 +491,14 @@ class SearchDriver:
         """Run until ``max_evaluations`` or ``time_limit``; returns the final progress snapshot."""
         for name in (self.config.filter_task, *self.config.tasks):
             self.task(name)  # unknown task or missing data: fail before the database is touched
-        self._open()
-        self._repair()
         last_report = 0.0
         status = SearchStatus.STOPPED
+        lost = False
         try:
+            self._open()  # takes the lease: from here on this driver is the search's only writer
+            self._repair()
             while True:
+                self._heartbeat()
                 self._fill()
                 if self.executor.in_flight() == 0:
                     if not self._budget_left():
@@ -477,7 +511,15 @@ class SearchDriver:
                 if self.on_progress and time.monotonic() - last_report >= self.progress_every:
                     self.on_progress(self.progress())
                     last_report = time.monotonic()
+        except LeaseLostError:
+            lost = True  # another driver runs the search now: write nothing more
+            log.error("search %r was taken over by another driver; stopping without writing", self.config.name)
+            raise
         finally:
-            self._save_state()
-            self.storage.update_search(self.search.id, status=status)
+            if self.search is not None and not lost:
+                try:
+                    self._save_state()
+                    self.storage.update_search(self.search.id, status=status)
+                finally:
+                    self.storage.release_lease(self.search.id, self.driver_id)
         return self.progress()

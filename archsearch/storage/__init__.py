@@ -15,6 +15,7 @@ from archsearch.storage._base import (
     evaluation_score,
     normalized_fitness,
 )
+from archsearch.storage._lease import HEARTBEAT_S, LEASE_TIMEOUT_S, DriverId, Lease
 from archsearch.storage._records import (
     COMPLETE_STAGE,
     EVALUATION_STATUSES,
@@ -45,6 +46,8 @@ __all__ = [
     "COMPLETE_STAGE",
     "DEFAULT_REFERENCE",
     "DEFAULT_URL",
+    "HEARTBEAT_S",
+    "LEASE_TIMEOUT_S",
     "EVALUATION_STATUSES",
     "MAX_ERROR_LENGTH",
     "MAX_HASH_LENGTH",
@@ -58,7 +61,9 @@ __all__ = [
     "SEARCH_STATUSES",
     "ArchitectureRecord",
     "EvalStatus",
+    "DriverId",
     "EvaluationRecord",
+    "Lease",
     "LeaderboardStorage",
     "SQLStorage",
     "SearchRecord",

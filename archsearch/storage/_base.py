@@ -12,6 +12,10 @@ Rules every backend follows:
 * The top-100 list, fitness and GRU normalizers are computed from evaluations here
   (queries), never stored as a second source of truth.
 * Every failure of the database is raised as :class:`~archsearch.errors.StorageError`.
+* One driver per search: a driver holds the search's lease (:mod:`archsearch.storage._lease`)
+  and, while it holds it, every write checks in its own transaction that it still does.
+* The driver's event counters change only in the same transaction as the rows they
+  count (the ``count`` arguments), so a crash can never leave them behind the rows.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from archsearch.errors import StorageError
+from archsearch.storage._lease import LEASE_TIMEOUT_S, DriverId, Lease
 from archsearch.storage._records import (
     COMPLETE_STAGE,
     ArchitectureRecord,
@@ -97,16 +102,21 @@ class LeaderboardStorage(abc.ABC):
     # ---------------------------------------------------------------- searches
 
     @abc.abstractmethod
-    def create_search(self, name: str, config: dict[str, Any], seed: int) -> SearchRecord:
+    def create_search(
+        self, name: str, config: dict[str, Any], seed: int, *, driver: DriverId | None = None
+    ) -> SearchRecord:
         """Create a search in status ``'running'``.
 
         Args:
             name: Unique name of the search.
             config: The resolved search configuration (JSON-able).
             seed: The search's RNG seed.
+            driver: If given, the new search starts with its lease held by ``driver``
+                (and this storage's writes are fenced by it, as after :meth:`acquire_lease`).
 
         Raises:
-            StorageError: A search with this name exists, or the database fails.
+            SearchExistsError: A search with this name exists (perhaps created a moment ago).
+            StorageError: The database fails.
         """
 
     @abc.abstractmethod
@@ -161,6 +171,53 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown search, or the database fails.
         """
 
+    @abc.abstractmethod
+    def add_counts(self, search_id: int, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` to the search's event counters (for events that change no row).
+
+        Raises:
+            StorageError: Unknown search, the lease was lost, or the database fails.
+        """
+
+    # ----------------------------------------------------------------- lease
+
+    @abc.abstractmethod
+    def acquire_lease(
+        self, search_id: int, driver: DriverId, *, timeout_s: float = LEASE_TIMEOUT_S, take_over: bool = False
+    ) -> Lease | None:
+        """Make ``driver`` the only writer of the search (atomic: of two drivers, one wins).
+
+        A free lease, one already held by ``driver``, or one whose holder is gone
+        (:func:`~archsearch.storage._lease.holder_gone`) is taken; ``take_over`` takes
+        it from a live holder too. From then on, every write of this storage object
+        checks in its transaction that ``driver`` still holds the lease.
+
+        Returns:
+            The lease that was taken over from another driver, or None.
+
+        Raises:
+            LeaseHeldError: Another live driver holds it (the message names it), or
+                another driver took it at the same moment.
+            StorageError: Unknown search, or the database fails.
+        """
+
+    @abc.abstractmethod
+    def renew_lease(self, search_id: int, driver: DriverId) -> None:
+        """Record a heartbeat of ``driver``, which must still hold the lease.
+
+        Raises:
+            LeaseLostError: Another driver holds the lease now (the message names it).
+            StorageError: The database fails.
+        """
+
+    @abc.abstractmethod
+    def release_lease(self, search_id: int, driver: DriverId) -> bool:
+        """Give the lease up if ``driver`` holds it; returns whether it did. Stops fencing writes.
+
+        Raises:
+            StorageError: The database fails.
+        """
+
     # ----------------------------------------------------------- architectures
 
     @abc.abstractmethod
@@ -176,6 +233,7 @@ class LeaderboardStorage(abc.ABC):
         mutation: dict[str, Any] | None,
         origin: str,
         stage: str,
+        count: Mapping[str, int] | None = None,
     ) -> tuple[ArchitectureRecord, bool]:
         """Add a cell to a search unless one with the same structural hash is there.
 
@@ -189,6 +247,7 @@ class LeaderboardStorage(abc.ABC):
             mutation: The mutation record (transforms applied), JSON-able.
             origin: ``'seed'`` or ``'mutant'``.
             stage: The driver's pipeline stage, e.g. ``'new'``.
+            count: Event counters of the search to increase if the cell is added.
 
         Returns:
             ``(record, created)``; ``created`` is False when an architecture with this
@@ -223,8 +282,10 @@ class LeaderboardStorage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def set_stage(self, architecture_id: int, stage: str) -> None:
+    def set_stage(self, architecture_id: int, stage: str, count: Mapping[str, int] | None = None) -> None:
         """Move an architecture to another pipeline stage (``'complete'`` puts it on the list).
+
+        ``count``: event counters of its search to increase in the same transaction.
 
         Raises:
             StorageError: Unknown id, stage too long, or the database fails.
@@ -242,7 +303,12 @@ class LeaderboardStorage(abc.ABC):
 
     @abc.abstractmethod
     def add_evaluation(
-        self, architecture_id: int, task: str, hparams: dict[str, Any], purpose: str
+        self,
+        architecture_id: int,
+        task: str,
+        hparams: dict[str, Any],
+        purpose: str,
+        count: Mapping[str, int] | None = None,
     ) -> EvaluationRecord | None:
         """Queue an evaluation of an architecture on a task with one hyper-parameter setting.
 
@@ -251,6 +317,7 @@ class LeaderboardStorage(abc.ABC):
             task: The task name.
             hparams: The setting (JSON-able); identified by :func:`hparams_hash`.
             purpose: Why it runs, e.g. ``'filter'``, ``'search'``, ``'reeval'``, ``'init'``.
+            count: Event counters of the search to increase if the evaluation is queued.
 
         Returns:
             The queued record, or None if this (architecture, task, setting) already

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from archsearch.storage._models import META_TABLE, MetaModel
 
-HEAD_REVISION = "0002"  # the newest file in migrations/versions (checked by a test)
+HEAD_REVISION = "0003"  # the newest file in migrations/versions (checked by a test)
 SCRIPT_LOCATION = "archsearch.storage:migrations"
 VERSION_TABLE = "alembic_version"
 LEGACY_REVISIONS = {"1": "0001"}  # archsearch_meta.schema_version of pre-migration databases -> revision

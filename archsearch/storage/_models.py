@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from archsearch.errors import StorageError
+from archsearch.storage._lease import MAX_HOST_LENGTH, TOKEN_LENGTH
 from archsearch.storage._records import (
     MAX_HASH_LENGTH,
     MAX_NAME_LENGTH,
@@ -78,6 +79,15 @@ class SearchModel(BaseModel):
     normalizers: Mapped[str | None] = mapped_column(Text, nullable=True)  # frozen reference scores (JSON)
     created: Mapped[datetime.datetime] = mapped_column(DateTime)
     finished: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
+    # the driver's event counters (JSON {name: count}); changed only with the rows they count
+    counters: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    # the lease: the one driver that may write this search (all NULL when none holds it)
+    lease_token: Mapped[str | None] = mapped_column(String(TOKEN_LENGTH), nullable=True)
+    lease_host: Mapped[str | None] = mapped_column(String(MAX_HOST_LENGTH), nullable=True)
+    lease_machine: Mapped[str | None] = mapped_column(String(MAX_HOST_LENGTH), nullable=True)
+    lease_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lease_since: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_heartbeat: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
 
     @classmethod
     def find_by_name(cls, session: Session, name: str) -> "SearchModel | None":

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from archsearch.errors import StorageError
+from archsearch.storage._lease import Lease
 
 # ---- String length limits (enforced in Python too: SQLite ignores VARCHAR sizes) ----
 MAX_NAME_LENGTH = 128  # search and architecture names
@@ -66,6 +67,8 @@ class SearchRecord:
     created: datetime.datetime
     finished: datetime.datetime | None
     normalizers: dict[str, float] | None = None  # the reference's scores, fixed when initialization ended
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)  # the driver's event counts
+    lease: Lease | None = None  # the driver that holds the search now, if any
 
 
 @dataclasses.dataclass(frozen=True)

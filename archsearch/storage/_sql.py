@@ -10,15 +10,16 @@ import contextlib
 import dataclasses
 import logging
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import case, func, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from archsearch.errors import StorageError
+from archsearch.errors import LeaseHeldError, LeaseLostError, SearchExistsError, StorageError
 from archsearch.storage._base import LeaderboardStorage
 from archsearch.storage._engine import error_text, open_engine, prepare_schema
+from archsearch.storage._lease import LEASE_TIMEOUT_S, DriverId, Lease, holder_gone
 from archsearch.storage._models import ArchitectureModel, EvaluationModel, SearchModel
 from archsearch.storage._records import (
     EVALUATION_STATUSES,
@@ -58,7 +59,35 @@ def _search_record(row: SearchModel) -> SearchRecord:
         id=row.id, name=row.name, config=from_json(row.config), seed=row.seed, status=row.status,
         state=from_json(row.state), created=row.created, finished=row.finished,
         normalizers=None if row.normalizers is None else from_json(row.normalizers),
+        counters=from_json(row.counters) or {}, lease=_lease_of(row),
     )  # fmt: skip
+
+
+def _lease_of(row: SearchModel) -> Lease | None:
+    if row.lease_token is None:
+        return None
+    holder = DriverId(host=row.lease_host or "?", machine=row.lease_machine or "", pid=row.lease_pid or 0,
+                      token=row.lease_token)
+    return Lease(holder=holder, since=row.lease_since or row.created, heartbeat=row.lease_heartbeat or row.created)
+
+
+def _lease_values(driver: DriverId | None, since: Any = None, heartbeat: Any = None) -> dict[str, Any]:
+    """Column values of a lease held by ``driver`` (all None: no lease)."""
+    if driver is None:
+        return dict(lease_token=None, lease_host=None, lease_machine=None, lease_pid=None, lease_since=None,
+                    lease_heartbeat=None)
+    return dict(lease_token=driver.token, lease_host=driver.host, lease_machine=driver.machine,
+                lease_pid=driver.pid, lease_since=since, lease_heartbeat=heartbeat)
+
+
+def _bump(row: SearchModel, count: Mapping[str, int] | None) -> None:
+    """Add ``count`` to the search row's counters (in the caller's transaction)."""
+    if not count:
+        return
+    counters = from_json(row.counters) or {}
+    for key, value in count.items():
+        counters[str(key)] = counters.get(str(key), 0) + int(value)
+    row.counters = to_json(counters, "counters")
 
 
 def _architecture_record(row: ArchitectureModel) -> ArchitectureRecord:
@@ -120,6 +149,7 @@ class SQLStorage(LeaderboardStorage):
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         self._url = url
         self._read_only = read_only
+        self._fence: tuple[int, str] | None = None  # (search id, lease token) every write checks
         self._engine, self._display = open_engine(url, read_only)
         self._sessionmaker = sessionmaker(bind=self._engine, expire_on_commit=False)
         try:
@@ -160,6 +190,23 @@ class SQLStorage(LeaderboardStorage):
         if self._read_only:
             raise StorageError(f"{self._display} was opened read-only; only the search driver writes")
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A writing transaction; while this storage holds a lease, it first checks the lease is still its own.
+
+        The check locks the search row (``FOR UPDATE`` on PostgreSQL; SQLite writers are serialized by
+        ``BEGIN IMMEDIATE``), so a take-over cannot slip in between the check and the write.
+        """
+        self._check_writable()
+        with self._session() as session:
+            if self._fence is not None:
+                search_id, token = self._fence
+                stmt = select(SearchModel).where(SearchModel.id == search_id).with_for_update()
+                row = session.scalars(stmt).one_or_none()
+                if row is None or row.lease_token != token:
+                    raise LeaseLostError(_lost_message(row))
+            yield session
+
     def close(self) -> None:
         """Close pooled connections; the storage reconnects if used again."""
         self._engine.dispose()
@@ -176,19 +223,30 @@ class SQLStorage(LeaderboardStorage):
 
     # ------------------------------------------------------------- searches
 
-    def create_search(self, name: str, config: dict[str, Any], seed: int) -> SearchRecord:
+    def create_search(
+        self, name: str, config: dict[str, Any], seed: int, *, driver: DriverId | None = None
+    ) -> SearchRecord:
         self._check_writable()
         check_length(name, MAX_NAME_LENGTH, "search name")
+        now = utcnow()
         row = SearchModel(
             name=name, config=to_json(config, "search config"), seed=int(seed), status="running",
-            state=to_json({}, "search state"), created=utcnow(), finished=None,
+            state=to_json({}, "search state"), created=now, finished=None, counters="{}",
+            **_lease_values(driver, since=now, heartbeat=now),
         )  # fmt: skip
-        with self._session() as session:
+        exists = SearchExistsError(f"a search named {name!r} already exists; resume it or pick another name")
+        with self._write() as session:
             if SearchModel.find_by_name(session, name) is not None:
-                raise StorageError(f"a search named {name!r} already exists; resume it or pick another name")
+                raise exists
             session.add(row)
-            session.flush()
-            return _search_record(row)
+            try:
+                session.flush()
+            except IntegrityError as e:  # created by another writer meanwhile (PostgreSQL)
+                raise exists from e
+            record = _search_record(row)
+        if driver is not None:
+            self._fence = (record.id, driver.token)
+        return record
 
     def get_search(self, name: str) -> SearchRecord | None:
         with self._session() as session:
@@ -207,7 +265,7 @@ class SQLStorage(LeaderboardStorage):
             check_choice(status, SEARCH_STATUSES, "search status")
             status = SearchStatus(status).value
         state_json = None if state is None else to_json(state, "search state")
-        with self._session() as session:
+        with self._write() as session:
             row = SearchModel.find_or_raise_by_id(session, search_id)
             if status is not None:
                 row.status = status
@@ -222,7 +280,7 @@ class SQLStorage(LeaderboardStorage):
         values = {str(k): float(v) for k, v in normalizers.items()}
         if not values or not all(math.isfinite(v) and v > 0 for v in values.values()):
             raise StorageError(f"normalizers must be positive finite numbers, got {normalizers!r}")
-        with self._session() as session:
+        with self._write() as session:
             row = SearchModel.find_or_raise_by_id(session, search_id)
             if row.normalizers is not None and from_json(row.normalizers) != values:
                 raise StorageError(f"search {row.name!r} already has fixed normalizers {row.normalizers}")
@@ -234,6 +292,68 @@ class SQLStorage(LeaderboardStorage):
         with self._session() as session:
             row = SearchModel.find_or_raise_by_id(session, search_id)
             return None if row.normalizers is None else from_json(row.normalizers)
+
+    def add_counts(self, search_id: int, counts: Mapping[str, int]) -> None:
+        with self._write() as session:
+            _bump(SearchModel.find_or_raise_by_id(session, search_id), counts)
+
+    # ---------------------------------------------------------------- lease
+
+    def acquire_lease(
+        self, search_id: int, driver: DriverId, *, timeout_s: float = LEASE_TIMEOUT_S, take_over: bool = False
+    ) -> Lease | None:
+        self._check_writable()
+        now = utcnow()
+        with self._session() as session:
+            row = session.scalars(select(SearchModel).where(SearchModel.id == search_id).with_for_update()).first()
+            if row is None:
+                raise StorageError(f"no search with id {search_id} in this database")
+            current = _lease_of(row)
+            other = current if current is not None and current.holder.token != driver.token else None
+            if other is not None and not take_over and not holder_gone(other, driver, now, timeout_s):
+                raise LeaseHeldError(
+                    f"search {row.name!r} is being run by another driver ({other.describe(now)}); it is taken "
+                    f"over automatically once that process has ended (same machine) or its heartbeat is "
+                    f"{timeout_s:.0f} s old; --take-over takes it now"
+                )
+            held = SearchModel.lease_token.is_(None) if current is None else SearchModel.lease_token == current.holder.token
+            since = current.since if current is not None and other is None else now
+            stmt = (
+                update(SearchModel).where(SearchModel.id == search_id, held)
+                .values(**_lease_values(driver, since=since, heartbeat=now))
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if session.execute(stmt).rowcount != 1:
+                raise LeaseHeldError(f"another driver took search {row.name!r} at the same moment")
+        if other is not None:
+            _logger.warning("took over search %d from %s", search_id, other.describe(now))
+        self._fence = (search_id, driver.token)
+        return other
+
+    def renew_lease(self, search_id: int, driver: DriverId) -> None:
+        self._check_writable()
+        stmt = (
+            update(SearchModel).where(SearchModel.id == search_id, SearchModel.lease_token == driver.token)
+            .values(lease_heartbeat=utcnow()).execution_options(synchronize_session=False)
+        )  # fmt: skip
+        with self._session() as session:
+            if session.execute(stmt).rowcount == 1:
+                return
+            row = session.get(SearchModel, search_id)
+            message = _lost_message(row)
+        raise LeaseLostError(message)
+
+    def release_lease(self, search_id: int, driver: DriverId) -> bool:
+        self._check_writable()
+        stmt = (
+            update(SearchModel).where(SearchModel.id == search_id, SearchModel.lease_token == driver.token)
+            .values(**_lease_values(None)).execution_options(synchronize_session=False)
+        )  # fmt: skip
+        with self._session() as session:
+            released = session.execute(stmt).rowcount == 1
+        if self._fence == (search_id, driver.token):
+            self._fence = None
+        return released
 
     # -------------------------------------------------------- architectures
 
@@ -249,6 +369,7 @@ class SQLStorage(LeaderboardStorage):
         mutation: dict[str, Any] | None,
         origin: str,
         stage: str,
+        count: Mapping[str, int] | None = None,
     ) -> tuple[ArchitectureRecord, bool]:
         self._check_writable()
         check_length(name, MAX_NAME_LENGTH, "architecture name")
@@ -263,7 +384,7 @@ class SQLStorage(LeaderboardStorage):
             fingerprint=fingerprint, parent_id=parent_id, origin=origin, stage=stage, created=utcnow(),
             mutation=None if mutation is None else to_json(mutation, "mutation record"),
         )  # fmt: skip
-        with self._session() as session:
+        with self._write() as session:
             self._check_parents(session, row)
             existing = ArchitectureModel.find_by_hash(session, search_id, structural_hash)
             if existing is not None:
@@ -279,6 +400,7 @@ class SQLStorage(LeaderboardStorage):
                 if existing is None:
                     raise
                 return _architecture_record(existing), False
+            _bump(SearchModel.find_or_raise_by_id(session, search_id), count)
             return _architecture_record(row), True
 
     @staticmethod
@@ -326,11 +448,14 @@ class SQLStorage(LeaderboardStorage):
         with self._session() as session:
             return _architecture_record(ArchitectureModel.find_or_raise_by_id(session, architecture_id))
 
-    def set_stage(self, architecture_id: int, stage: str) -> None:
+    def set_stage(self, architecture_id: int, stage: str, count: Mapping[str, int] | None = None) -> None:
         self._check_writable()
         check_length(stage, MAX_STAGE_LENGTH, "stage")
-        with self._session() as session:
-            ArchitectureModel.find_or_raise_by_id(session, architecture_id).stage = stage
+        with self._write() as session:
+            row = ArchitectureModel.find_or_raise_by_id(session, architecture_id)
+            row.stage = stage
+            if count:
+                _bump(SearchModel.find_or_raise_by_id(session, row.search_id), count)
 
     def list_architectures(self, search_id: int, stage: str | None = None) -> list[ArchitectureRecord]:
         stmt = select(ArchitectureModel).where(ArchitectureModel.search_id == search_id)
@@ -342,7 +467,12 @@ class SQLStorage(LeaderboardStorage):
     # ---------------------------------------------------------- evaluations
 
     def add_evaluation(
-        self, architecture_id: int, task: str, hparams: dict[str, Any], purpose: str
+        self,
+        architecture_id: int,
+        task: str,
+        hparams: dict[str, Any],
+        purpose: str,
+        count: Mapping[str, int] | None = None,
     ) -> EvaluationRecord | None:
         self._check_writable()
         check_length(task, MAX_TASK_LENGTH, "task name")
@@ -352,8 +482,8 @@ class SQLStorage(LeaderboardStorage):
             architecture_id=architecture_id, task=task, hparams=to_json(hparams, "hyper-parameters"),
             hparams_hash=key, purpose=purpose, status="queued", diverged=False, attempts=0, created=utcnow(),
         )  # fmt: skip
-        with self._session() as session:
-            ArchitectureModel.find_or_raise_by_id(session, architecture_id)
+        with self._write() as session:
+            arch = ArchitectureModel.find_or_raise_by_id(session, architecture_id)
             if EvaluationModel.find_by_key(session, architecture_id, task, key) is not None:
                 return None
             session.add(row)
@@ -365,6 +495,8 @@ class SQLStorage(LeaderboardStorage):
                 if EvaluationModel.find_by_key(session, architecture_id, task, key) is None:
                     raise
                 return None
+            if count:
+                _bump(SearchModel.find_or_raise_by_id(session, arch.search_id), count)
             return _evaluation_record(row)
 
     def _open_evaluation(self, session: Session, evaluation_id: int) -> EvaluationModel:
@@ -379,7 +511,7 @@ class SQLStorage(LeaderboardStorage):
     def mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
         self._check_writable()
         check_length(worker, MAX_WORKER_LENGTH, "worker")
-        with self._session() as session:
+        with self._write() as session:
             row = self._open_evaluation(session, evaluation_id)
             row.status, row.worker, row.attempts = "running", worker, row.attempts + 1
             session.flush()
@@ -391,7 +523,7 @@ class SQLStorage(LeaderboardStorage):
         if missing:
             raise StorageError(f"result for evaluation {evaluation_id} lacks {', '.join(missing)}")
         result_json = to_json(result, "result")
-        with self._session() as session:
+        with self._write() as session:
             row = self._open_evaluation(session, evaluation_id)
             row.metric = _number(result["metric"], float, "metric")
             row.valid = _number(result["valid"], float, "valid")
@@ -406,7 +538,7 @@ class SQLStorage(LeaderboardStorage):
 
     def record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
         self._check_writable()
-        with self._session() as session:
+        with self._write() as session:
             row = self._open_evaluation(session, evaluation_id)
             row.status, row.error, row.finished = "failed", str(error)[:MAX_ERROR_LENGTH], utcnow()
             session.flush()
@@ -421,7 +553,7 @@ class SQLStorage(LeaderboardStorage):
             .values(status="queued", worker=None)
             .execution_options(synchronize_session=False)
         )
-        with self._session() as session:
+        with self._write() as session:
             count = session.execute(stmt).rowcount
         if count:
             _logger.info("re-queued %d running evaluations of search %d", count, search_id)
@@ -462,6 +594,16 @@ class SQLStorage(LeaderboardStorage):
             for arch_id, task, value in session.execute(stmt.group_by(e.architecture_id, e.task)):
                 best.setdefault(arch_id, {})[task] = float(value)
         return best
+
+
+def _lost_message(row: SearchModel | None) -> str:
+    """Why a driver's lease is gone, naming the new holder if there is one."""
+    if row is None:
+        return "the search this driver ran was deleted; it stopped without writing further"
+    lease = _lease_of(row)
+    holder = "nobody holds it now" if lease is None else f"now held by {lease.describe(utcnow())}"
+    return (f"this driver lost the lease of search {row.name!r} ({holder}): another driver took it over; "
+            "it stopped without writing further")
 
 
 def _filter_evaluations(
