@@ -40,5 +40,5 @@ def run_upgrade(args: argparse.Namespace) -> int:
     if before == after:
         print(f"{display}: already at revision {after}; nothing to do")
     else:
-        print(f"{display}: upgraded from revision {before} to {after}")
+        print(f"{display}: upgraded from revision {before} to revision {after}")
     return 0
