@@ -309,3 +309,51 @@ def test_metrics_declare_their_direction():
     assert Metric.NLL.score(float("nan")) == 0.0 and Metric.ACCURACY.score(None) == 0.0
     assert {get_task(t).metric for t in ("arithmetic", "xml", "ptb-mini", "chorales")} == \
         {Metric.ACCURACY, Metric.EXP_NEG_NLL, Metric.NLL}
+
+
+# ------------------------------------------------------------------ the random-search control (issue 12)
+class NoSelection(SearchDriver):
+    def _select(self, rng):
+        raise AssertionError("a random search must not read the top list")
+
+
+def test_random_search_draws_from_the_seeds_without_selection_and_spends_the_budget(tmp_path):
+    cfg = config(strategy="random", name="random")
+    url = f"sqlite:///{tmp_path}/r.db"
+    progress = NoSelection(open_storage(url), cfg, CannedExecutor(), max_evaluations=300).run()
+    storage = open_storage(url, read_only=True)
+    record = storage.get_search("random")
+    assert progress.done == 300 and len(storage.evaluations(search_id=record.id, status="done")) == 300
+    mutants = [a for a in storage.list_architectures(record.id) if a.origin == "mutant"]
+    seeds = {storage.find_architecture(record.id, name=n).id for n in cfg.seeds}
+    assert len(mutants) >= 10 and all(a.parent_id in seeds for a in mutants)
+    chains = collections.Counter(a.mutation["chain"] for a in mutants)
+    assert set(chains) <= set(range(1, cfg.random_chain_max + 1)) and len(chains) >= 4, chains
+    assert all(len(a.mutation["transforms"]) >= a.mutation["chain"] for a in mutants)
+    purposes = {e.purpose.split("#")[0] for e in storage.evaluations(search_id=record.id)}
+    assert "reeval" not in purposes, purposes
+    assert record.config["strategy"] == "random" and "reevaluations" not in record.counters
+    # the filter and the gates apply as in evolution
+    stages = collections.Counter(Stage.parse(a.stage).kind for a in mutants)
+    assert stages[StageKind.GATED_OUT] + stages[StageKind.FILTERED_OUT] >= 1, stages
+
+
+def test_the_strategy_is_part_of_the_search_and_shown_where_users_read_it(tmp_path, capsys):
+    from archsearch.cli import main
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    SearchDriver(open_storage(url), config(strategy="random", name="r"), CannedExecutor(), max_evaluations=60).run()
+    with pytest.raises(SearchConfigError, match="strategy"):  # resuming it as evolution mixes two searches
+        SearchDriver(open_storage(url), config(name="r"), CannedExecutor(), max_evaluations=70).run()
+    assert main(["leaderboard", "--db", url, "--search", "r"]) == 0
+    assert "(random)" in capsys.readouterr().out
+    assert main(["leaderboard", "--db", url, "--search", "r", "--format", "json"]) == 0
+    import json
+
+    assert {row["strategy"] for row in json.loads(capsys.readouterr().out)} == {"random"}
+    from archsearch.report import write_report
+
+    write_report(url, tmp_path / "r.html", search_name="r")
+    assert "strategy random" in (tmp_path / "r.html").read_text()
+    with pytest.raises(SearchConfigError, match="unknown strategy 'greedy'"):
+        config(strategy="greedy")

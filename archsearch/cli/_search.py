@@ -21,6 +21,7 @@ from archsearch.cli._options import (
     seed_int,
 )
 from archsearch.errors import CLIUsageError, StorageError
+from archsearch.search._config import SearchConfig, Strategy
 from archsearch.storage import DEFAULT_URL, LEASE_TIMEOUT_S, open_storage
 
 FORMATS = ("table", "json", "csv")
@@ -37,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", type=name_text, help="search name inside the database (default: the preset's name)")
     p.add_argument("--tasks", nargs="+", help="search tasks in order (default: the preset's)")
     p.add_argument("--seed", type=seed_int, help="random seed of a new search")
+    p.add_argument("--strategy", choices=[s.value for s in Strategy],
+                   help="evolution (the paper's, default) or random: the control with the same budget, filter and "
+                        f"gates, whose proposals are chains of 1-{SearchConfig.random_chain_max} mutations of a "
+                        "seed drawn uniformly (a new search only)")
     p.add_argument("--workers", type=int_range(1, MAX_WORKERS), help="trainings in flight, each one evaluation or one batched group (default: 2 in-process; Ray: fill the cluster)")
     p.add_argument("--max-evaluations", type=positive_int, help="stop after this many evaluations in total")
     p.add_argument("--time-limit", type=positive_float, help="stop starting new evaluations after this many seconds")
@@ -76,7 +81,7 @@ def _config(args: argparse.Namespace):
     base = preset(args.preset)
     return base.with_overrides(
         name=args.name, tasks=tuple(args.tasks) if args.tasks else None, seed=args.seed,
-        device=args.device, data_dir=args.data_dir, batch_settings=args.batch_settings,
+        device=args.device, data_dir=args.data_dir, batch_settings=args.batch_settings, strategy=args.strategy,
     )
 
 
@@ -226,7 +231,7 @@ def leaderboard_rows(storage, search, top: int) -> list[dict]:
         rows.append({
             "rank": rank, "id": arch.id, "name": arch.name, "parent": names.get(arch.parent_id),
             "fitness": fitness, "scores": scores, "evaluations": counts.get(arch.id, 0), "stage": arch.stage,
-            "origin": arch.origin, "graph_json": arch.graph_json,
+            "origin": arch.origin, "strategy": config.strategy.value, "graph_json": arch.graph_json,
         })
     return rows
 
@@ -241,10 +246,10 @@ def _print_leaderboard(storage, search_name: str | None, top: int, fmt: str, equ
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["rank", "id", "name", "parent", "fitness", *tasks, "evaluations", "stage"])
+        writer.writerow(["rank", "id", "name", "parent", "fitness", *tasks, "evaluations", "stage", "strategy"])
         for r in rows:
             writer.writerow([r["rank"], r["id"], r["name"], r["parent"] or "", f"{r['fitness']:.6f}",
-                             *(f"{r['scores'][t]:.6f}" for t in tasks), r["evaluations"], r["stage"]])
+                             *(f"{r['scores'][t]:.6f}" for t in tasks), r["evaluations"], r["stage"], r["strategy"]])
         print(buf.getvalue(), end="")
         return
     _print_table(search, rows, tasks, equations)
@@ -257,7 +262,8 @@ def _print_table(search, rows: list[dict], tasks: list[str], equations: bool) ->
     if not rows:
         print(f"search {search.name!r}: no architecture has results on every task yet")
         return
-    table = Table(title=f"search {search.name!r}: top {len(rows)} (scores are best / GRU best)")
+    strategy = rows[0]["strategy"]
+    table = Table(title=f"search {search.name!r} ({strategy}): top {len(rows)} (scores are best / GRU best)")
     for col in ("#", "id", "cell", "parent", "fitness", *tasks, "evals"):
         table.add_column(col, justify="right" if col not in ("cell", "parent") else "left")
     for r in rows:

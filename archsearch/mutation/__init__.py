@@ -7,7 +7,7 @@ only when it is called).
 
 from archsearch.mutation._fingerprint import fingerprint, fingerprint_weights
 from archsearch.mutation._mutate import MAX_ATTEMPTS, MutationError, as_generator, mutate
-from archsearch.mutation._record import AppliedTransform, MutationRecord
+from archsearch.mutation._record import AppliedTransform, MutationRecord, chain_record
 from archsearch.mutation._transforms import (
     FORMS,
     TRANSFORM_NAMES,
@@ -31,6 +31,7 @@ __all__ = [
     "applicable_kinds",
     "apply_transform",
     "as_generator",
+    "chain_record",
     "fingerprint",
     "fingerprint_weights",
     "mutate",

@@ -6,6 +6,7 @@ next to the child's graph and lineage can be shown later.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,3 +118,18 @@ class MutationRecord:
             child_hash=str(data.get("child_hash", "")),
             seed=data.get("seed"),
         )
+
+
+def chain_record(links: list[MutationRecord]) -> MutationRecord:
+    """One record for a chain of mutations (each link's child the next one's parent): every transform in
+    order, attempts and rejections summed, the first parent's and the last child's hashes, the last ``p``."""
+    if len(links) == 1:
+        return links[0]
+    reasons: Counter[str] = Counter()
+    for link in links:
+        reasons.update(link.rejection_reasons)
+    return MutationRecord(
+        p=links[-1].p, transforms=[t for link in links for t in link.transforms],
+        attempts=sum(link.attempts for link in links), rejection_reasons=dict(reasons),
+        parent_hash=links[0].parent_hash, child_hash=links[-1].child_hash, seed=links[0].seed,
+    )

@@ -67,6 +67,11 @@ class ReportData:
         return str(self.config.get("reference", DEFAULT_REFERENCE))
 
     @property
+    def strategy(self) -> str:
+        """``evolution`` or ``random`` (searches made before strategies existed are evolution)."""
+        return str(self.config.get("strategy", "evolution"))
+
+    @property
     def counters(self) -> dict[str, int]:
         return dict(self.search.counters) if self.search else {}
 

@@ -88,7 +88,8 @@ def _header(data: D.ReportData) -> str:
     also = f" · other searches in this database: {esc(', '.join(others))} (use --search)" if others else ""
     return (f"<h1>Search <i>{esc(s.name)}</i></h1>"
             f"<p class=muted>{esc(data.url)} · status {esc(s.status)} · started {s.created:%Y-%m-%d %H:%M} UTC · "
-            f"report generated {data.generated:%Y-%m-%d %H:%M} UTC · tasks {esc(', '.join(data.tasks))} · "
+            f"report generated {data.generated:%Y-%m-%d %H:%M} UTC · strategy {esc(data.strategy)} · "
+            f"tasks {esc(', '.join(data.tasks))} · "
             f"fitness = min over tasks of best / {esc(data.reference)} best{also}</p><nav>{nav}</nav>")
 
 
@@ -217,6 +218,7 @@ def _facts(data: D.ReportData) -> str:
     rate = f"{facts.per_minute:.2f}" if facts.per_minute is not None else "–"
     span = f"{facts.span_minutes:.1f}" if facts.span_minutes is not None else "–"
     summary = table(None, [
+        ["strategy", esc(data.strategy)],
         ["seeds", esc(", ".join(cfg.get("seeds", [])))],
         ["random seed", esc(data.search.seed if data.search else "–")],
         ["evaluations by status", esc(_counts(facts.status_counts))],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -12,8 +13,17 @@ from archsearch.storage._lease import HEARTBEAT_S, LEASE_TIMEOUT_S
 _DEFINING = (
     "tasks", "filter_task", "seeds", "reference", "scale", "train_overrides", "filter_overrides",
     "settings_per_task", "init_settings_per_task", "reference_settings_per_task", "gate", "filter_threshold", "top_size",
-    "p_reevaluate", "parent_settings_threshold", "seed",
+    "p_reevaluate", "parent_settings_threshold", "seed", "strategy", "random_chain_max",
 )
+
+
+class Strategy(str, enum.Enum):
+    """How a step picks the architecture it proposes."""
+
+    EVOLUTION = "evolution"  # §3.1: mutate (or re-evaluate) a member of the top list
+    # the control of issue 12: a seed drawn uniformly, mutated 1..random_chain_max times (uniform), no top list
+    # and no re-evaluation; the child goes through the same filter, settings and gates
+    RANDOM = "random"
 
 
 def _check_overrides(label: str, overrides: dict[str, Any]) -> None:
@@ -57,6 +67,8 @@ class SearchConfig:
     p_reevaluate: float = 0.2  # §3.1 gives no number: probability that a step re-evaluates
     parent_settings_threshold: int = 420  # §3.3: > this many parent settings -> 80/20 rule
     seed: int = 0
+    strategy: Strategy = Strategy.EVOLUTION  # (a string value is accepted and converted)
+    random_chain_max: int = 10  # Strategy.RANDOM: a proposal is a chain of 1..this many mutations of a seed
     # run-time only (may change between runs of the same search)
     data_dir: str | None = None
     device: str = "cpu"
@@ -72,6 +84,11 @@ class SearchConfig:
     heartbeat_every: float = HEARTBEAT_S
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "strategy", Strategy(self.strategy))
+        except ValueError:
+            raise SearchConfigError(f"unknown strategy {self.strategy!r}; choose one of "
+                                    f"{', '.join(s.value for s in Strategy)}") from None
         if not self.tasks:
             raise SearchConfigError("a search needs at least one task")
         if self.reference not in self.seeds:
@@ -85,6 +102,7 @@ class SearchConfig:
             (self.reference_settings_per_task is None or self.reference_settings_per_task >= 1,
              "reference_settings_per_task must be at least 1"),
             (self.top_size >= 1, "top_size must be at least 1"),
+            (self.random_chain_max >= 1, "random_chain_max must be at least 1"),
             (self.batch_settings >= 1, "batch_settings must be at least 1"),
             (self.compile_cache_size >= 1, "compile_cache_size must be at least 1"),
             (0 < self.heartbeat_every < self.lease_timeout,
@@ -100,6 +118,7 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tasks"], data["seeds"] = list(self.tasks), list(self.seeds)
+        data["strategy"] = self.strategy.value
         return data
 
     @classmethod

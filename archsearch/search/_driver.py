@@ -24,7 +24,7 @@ import numpy as np
 from archsearch.errors import ArchsearchError, LeaseLostError, SearchConfigError, SearchExistsError
 from archsearch.executors import EvalJob, EvalOutcome, Executor, GroupJob
 from archsearch.ir import Cell
-from archsearch.search._config import SearchConfig
+from archsearch.search._config import SearchConfig, Strategy
 from archsearch.search._settings import choose_settings
 from archsearch.search._stage import COMPLETE, INIT, Stage, StageKind
 from archsearch.search_spaces import seed as seed_cell
@@ -328,23 +328,38 @@ class SearchDriver:
         self.state["step"] = step + 1
         self._save_state()  # before acting: a crash mid-step is repaired by _advance, never replayed twice
         rng = np.random.default_rng([self.config.seed, 7, step])
+        if self.config.strategy is Strategy.RANDOM:
+            return self._random_step(rng, step)
         arch = self._select(rng)
         if rng.random() < self.config.p_reevaluate:
             self._fresh_settings(arch, f"reeval#{step}", "reeval", rng, {"reevaluations": 1})
             return True
         return self._mutate_step(arch, rng, step)
 
-    def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int) -> bool:
-        from archsearch.mutation import MutationError, fingerprint, mutate
+    def _random_step(self, rng: np.random.Generator, step: int) -> bool:
+        """Random search (the control of issue 12): a chain of 1..random_chain_max mutations of a seed drawn
+        uniformly; nothing is read from the top list and nothing is re-evaluated."""
+        name = self.config.seeds[int(rng.integers(len(self.config.seeds)))]
+        seed = self.storage.find_architecture(self.search.id, name=name)
+        return self._mutate_step(seed, rng, step, links=int(rng.integers(1, self.config.random_chain_max + 1)))
 
-        try:
-            child, record = mutate(Cell.from_json(parent.graph_json), rng)
-        except MutationError as e:
-            self._add_counts({"proposed": 1, "mutation_failures": 1})
-            log.warning("mutation of %s failed: %s", parent.name, e)
-            return False
-        if record.rejection_reasons:  # children rejected before any training
-            self._add_counts({f"rejected:{reason}": count for reason, count in record.rejection_reasons.items()})
+    def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int, links: int = 1) -> bool:
+        """Propose a child of ``parent`` (``links`` mutations in a chain) and send it to the filter, or
+        re-examine the known architecture it equals."""
+        from archsearch.mutation import MutationError, chain_record, fingerprint, mutate
+
+        child, chain = Cell.from_json(parent.graph_json), []
+        for _ in range(links):
+            try:
+                child, record = mutate(child, rng)
+            except MutationError as e:
+                self._add_counts({"proposed": 1, "mutation_failures": 1})
+                log.warning("mutation of %s failed: %s", child.name, e)
+                return False
+            if record.rejection_reasons:  # children rejected before any training
+                self._add_counts({f"rejected:{reason}": n for reason, n in record.rejection_reasons.items()})
+            chain.append(record)
+        record = chain_record(chain)
         structural = child.structural_hash()
         existing = self.storage.find_architecture(self.search.id, structural_hash=structural)
         fp = fingerprint(child)
@@ -352,7 +367,7 @@ class SearchDriver:
             existing = self.storage.find_architecture(self.search.id, fingerprint=fp)
         if existing is not None:
             return self._reexamine(existing, step, rng)
-        mutation = {**record.to_dict(), "step": step, "parent": parent.name}
+        mutation = {**record.to_dict(), "step": step, "parent": parent.name, "chain": links}
         arch, created = self.storage.add_architecture(
             self.search.id, name=child.name, graph_json=child.to_json(), structural_hash=structural,
             fingerprint=fp, parent_id=parent.id, mutation=mutation, origin="mutant", stage=str(Stage.filter(1)),
