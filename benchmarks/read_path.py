@@ -30,15 +30,16 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in ("torch", "ray") if m
 COMMANDS = {
     "leaderboard": ["leaderboard", "--top", "100"],
     "show --db": ["show", "1"],
-    "report": ["report", "-o", "{tmp}/report.html"],
+    "report": ["report", "-o", "{tmp}/report-{run}.html"],  # a new file per run (no --force: old versions lack it)
 }
 
 
 def time_command(argv: list[str], repeats: int) -> dict:
     seconds, heavy = [], []
-    for _ in range(repeats):
+    for i in range(repeats):
         start = time.perf_counter()
-        run = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-c", PROBE, *(a.replace("{run}", str(i)) for a in argv)],
+                             capture_output=True, text=True)
         seconds.append(time.perf_counter() - start)
         status = json.loads(run.stderr.strip().splitlines()[-1])
         if status["code"] != 0:
@@ -59,7 +60,7 @@ def main() -> None:
             from archsearch.report._demo import make_demo_db
 
             url = make_demo_db(f"sqlite:///{tmp}/demo.db", mutants=40, settings=3)
-        results = {name: time_command([a.format(tmp=tmp) for a in argv] + ["--db", url], args.repeats)
+        results = {name: time_command([a.replace("{tmp}", tmp) for a in argv] + ["--db", url], args.repeats)
                    for name, argv in COMMANDS.items()}
     out = {"db": url if args.db else "synthetic (40 mutants)", "python": platform.python_version(),
            "machine": platform.machine(), "results": results}

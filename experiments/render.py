@@ -5,7 +5,8 @@
 A section is the text between ``<!-- experiments:NAME -->`` and ``<!-- /experiments:NAME -->``; only those
 lines change, so the README's prose stays as written and every number inside a section comes from a JSON file.
 Sections: ``table1`` (Table 1 per scale with bootstrap intervals, separation, Spearman rank correlations with
-the paper and between scales, cost) and ``separation`` (the latest timed separation benchmark per scale).
+the paper and between scales, cost), ``separation`` (the latest timed separation benchmark per scale) and
+``read_path`` (``benchmarks/results/read_path.json``: the read-only commands before and after issue 17).
 Rendering is deterministic: the same JSON gives the same README.
 """
 
@@ -121,8 +122,26 @@ def separation_section(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def read_path_section(path: Path) -> str:
+    """``benchmarks/read_path.py`` before and after (median of fresh processes per command)."""
+    if not path.exists():
+        return "_No read-path benchmark yet (`python benchmarks/read_path.py --json benchmarks/results/read_path.json`)._"
+    doc = json.loads(path.read_text())
+    before, after = doc["before"]["results"], doc["after"]["results"]
+    out = [f"| command | before ({doc['before']['commit']}) | after | imports after |", "|---|---:|---:|---|"]
+    for name, new in after.items():
+        old = before.get(name)
+        was = "–" if old is None else f"{old['median_s']:.2f} s"
+        out.append(f"| `{name}` | {was} | {new['median_s']:.2f} s | "
+                   f"{', '.join(new['imports']) or 'neither torch nor ray'} |")
+    out += ["", f"Database: {doc['database']}. {doc['conditions']}."]
+    return "\n".join(out)
+
+
+BENCHMARKS = HERE.parent / "benchmarks" / "results"
 SECTIONS = {"table1": lambda r: table1_section(_load(r, "table1")),
-            "separation": lambda r: separation_section(_load(r, "separation"))}
+            "separation": lambda r: separation_section(_load(r, "separation")),
+            "read_path": lambda r: read_path_section(BENCHMARKS / "read_path.json")}
 
 
 def rewrite(text: str, sections: dict[str, str]) -> str:
