@@ -146,21 +146,23 @@ def score_matrix(runs: Sequence[Mapping], task: str) -> dict[str, list[float]]:
 
 
 # ---------------------------------------------------------------- running the cells
-def draw_settings(tasks: list, count: int, seed: int) -> dict[str, list]:
-    """``count`` random settings per task, the same for every cell; independent per task name."""
-    from archsearch.train import sample_hparams
+def draw_settings(tasks: list, count: int, seed: int, scale: str = "paper") -> dict[str, list]:
+    """``count`` random settings per task from the scale's setting space, the same for every cell; independent
+    per task name."""
+    from archsearch.train import setting_space
 
+    space = setting_space(scale)
     draws = {}
     for task in tasks:
         rng = np.random.default_rng([seed, zlib.crc32(task.name.encode())])
-        draws[task.name] = [sample_hparams(rng, task.param_budgets) for _ in range(count)]
+        draws[task.name] = [space.sample(rng, task.param_budgets) for _ in range(count)]
     return draws
 
 
 def make_jobs(cells: Sequence[str], tasks: list, settings: int, seed: int, scale: str, *,
               data_dir: str | None = None, device: str = "cpu", threads: int = 1) -> list[dict[str, Any]]:
     """One JSON-ready job per (task, setting, cell): every cell gets the same settings and training seeds."""
-    draws = draw_settings(tasks, settings, seed)
+    draws = draw_settings(tasks, settings, seed, scale)
     return [
         {"cell": cell, "task": task.name, "setting": i, "hparams": hp.to_dict(), "seed": seed * 1000 + i,
          "scale": scale, "data_dir": data_dir, "device": device, "threads": threads}

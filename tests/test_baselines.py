@@ -78,3 +78,19 @@ def test_score_matrix_keeps_settings_every_cell_finished() -> None:
         {"cell": "gru", "task": "arithmetic", "setting": 0, "metric": 0.5}]
     assert score_matrix(runs, "xml") == {"tanh": [0.0, 0.1, 0.2], "gru": [1.0, 1.1, 1.2]}
     assert score_matrix(runs, "ptb-mini") == {}
+
+
+def test_baseline_settings_come_from_the_scales_setting_space(monkeypatch):
+    from archsearch.baselines import draw_settings, make_jobs
+    from archsearch.tasks import get_task
+    from archsearch.train import PAPER_SPACE, SETTING_SPACES, SettingSpace
+
+    tasks = [get_task("arithmetic"), get_task("xml")]
+    monkeypatch.setitem(SETTING_SPACES, "tiny", SettingSpace(lrs=(0.3,), layers=(1, 2)))
+    draws = draw_settings(tasks, 20, seed=0, scale="tiny")
+    assert {hp.lr for hps in draws.values() for hp in hps} == {0.3}
+    assert {hp.layers for hps in draws.values() for hp in hps} == {1, 2}
+    jobs = make_jobs(["tanh", "lstm"], tasks, 4, 0, "tiny")
+    assert {job["hparams"]["lr"] for job in jobs} == {0.3}
+    paper = draw_settings(tasks, 20, seed=0, scale="paper")
+    assert SETTING_SPACES["paper"] == PAPER_SPACE and len({hp.lr for hp in paper["xml"]}) > 1

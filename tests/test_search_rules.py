@@ -357,3 +357,18 @@ def test_the_strategy_is_part_of_the_search_and_shown_where_users_read_it(tmp_pa
     assert "strategy random" in (tmp_path / "r.html").read_text()
     with pytest.raises(SearchConfigError, match="unknown strategy 'greedy'"):
         config(strategy="greedy")
+
+
+# ------------------------------------------------------------------ the scale's setting space
+def test_random_settings_come_from_the_scales_setting_space(tmp_path, monkeypatch):
+    from archsearch.train import SETTING_SPACES, SettingSpace
+
+    narrow = SettingSpace(lrs=(0.2, 0.5), layers=(1,))
+    monkeypatch.setitem(SETTING_SPACES, "tiny", narrow)
+    storage, record, _ = search(tmp_path, config(), 150)
+    seen = [e.hparams for e in storage.evaluations(search_id=record.id)]
+    single = {Cell.from_json(a.graph_json).depth == 1 for a in storage.list_architectures(record.id)}
+    assert len(seen) >= 100 and single == {True}
+    assert {hp["lr"] for hp in seen} == {0.2, 0.5} and {hp["layers"] for hp in seen} == {1}
+    with pytest.raises(Exception, match="must be a non-empty part of"):
+        SettingSpace(lrs=(0.25,))

@@ -30,7 +30,7 @@ from archsearch.search._stage import COMPLETE, INIT, Stage, StageKind
 from archsearch.search_spaces import seed as seed_cell
 from archsearch.storage import ArchitectureRecord, DriverId, EvalStatus, EvaluationRecord, LeaderboardStorage, SearchStatus
 from archsearch.tasks import Metric
-from archsearch.train import HyperParams, task_config
+from archsearch.train import HyperParams, setting_space, task_config
 
 log = logging.getLogger(__name__)
 _MAX_IDLE_STEPS = 200  # mutation steps in a row that create no work before the driver waits
@@ -216,7 +216,8 @@ class SearchDriver:
         fixed = 1 if cell.depth > 1 else None
         pending = dict(events or {})
         for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
-                                          threshold=self.config.parent_settings_threshold, **pools):
+                                          threshold=self.config.parent_settings_threshold,
+                                          space=setting_space(self.config.scale), **pools):
             counts = {**pending, f"source:{why}:{source}": 1}
             ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose, counts)
             if ev is not None:

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-from archsearch.train import HyperParams, sample_hparams
+from archsearch.train import PAPER_SPACE, HyperParams, SettingSpace
 
 _MAX_DRAWS = 200
 SOURCES = ("random", "parent_best", "reference_best", "parent_tried")
@@ -20,12 +20,13 @@ def _fresh(pool: list[HyperParams], rng: np.random.Generator, taken: set[str]) -
     return left[int(rng.integers(len(left)))] if left else None
 
 
-def _random(rng: np.random.Generator, budgets: tuple[int, ...], taken: set[str], layers: int | None) -> HyperParams:
-    hp = sample_hparams(rng, budgets, layers)
+def _random(rng: np.random.Generator, budgets: tuple[int, ...], taken: set[str], layers: int | None,
+            space: SettingSpace) -> HyperParams:
+    hp = space.sample(rng, budgets, layers)
     for _ in range(_MAX_DRAWS):
         if hp.key() not in taken:
             break
-        hp = sample_hparams(rng, budgets, layers)
+        hp = space.sample(rng, budgets, layers)
     return hp
 
 
@@ -44,13 +45,15 @@ def choose_settings(
     reference_best: list[HyperParams] | None = None,
     threshold: int = 420,
     fixed_layers: int | None = None,
+    space: SettingSpace = PAPER_SPACE,
 ) -> list[tuple[HyperParams, str]]:
     """``count`` new settings and where each came from (one of :data:`SOURCES`).
 
     With no parent (the seeds, the filter's one setting): all random. A child whose parent ran
     more than ``threshold`` settings: 80% from the parent's best 100, 20% random.
     Otherwise: a third random, a third from the best 100 of the reference cells
-    (LSTM and GRU), a third from the settings tried on the parent.
+    (LSTM and GRU), a third from the settings tried on the parent. Random settings come from ``space``
+    (the search scale's, :func:`archsearch.train.setting_space`).
     """
     taken = set(taken)
     parent_ranked = parent_ranked or []
@@ -76,7 +79,7 @@ def choose_settings(
         source = str(rng.choice(sources, p=probs))
         hp = _fresh(pools[source], rng, taken) if source != "random" else None
         if hp is None:
-            hp, source = _random(rng, budgets, taken, fixed_layers), "random"
+            hp, source = _random(rng, budgets, taken, fixed_layers, space), "random"
         if hp.key() in taken:
             continue  # the space near this point is exhausted; fewer settings rather than a repeat
         taken.add(hp.key())

@@ -82,15 +82,41 @@ class HyperParams:
         return self
 
 
-def sample_hparams(rng: np.random.Generator, budgets: tuple[int, ...], fixed_layers: int | None = None) -> HyperParams:
-    """A uniformly random setting from the paper's ranges."""
-    return HyperParams(
-        lr=float(rng.choice(LEARNING_RATES)),
-        init_scale=float(rng.choice(INIT_SCALES)),
-        max_grad_norm=float(rng.choice(MAX_GRAD_NORMS)),
-        layers=int(fixed_layers if fixed_layers is not None else rng.choice(LAYERS)),
-        params=int(rng.choice(budgets)),
-    )
+@dataclass(frozen=True)
+class SettingSpace:
+    """The values settings are drawn from, uniformly and independently: the paper's §3.7 grid by default; a
+    scale may draw from a part of it (see ``SETTING_SPACES``). Every value must be on the paper's grid."""
+
+    lrs: tuple[float, ...] = LEARNING_RATES
+    init_scales: tuple[float, ...] = INIT_SCALES
+    max_grad_norms: tuple[float, ...] = MAX_GRAD_NORMS
+    layers: tuple[int, ...] = LAYERS
+
+    def __post_init__(self) -> None:
+        for name, values, grid in (("lrs", self.lrs, LEARNING_RATES), ("init_scales", self.init_scales, INIT_SCALES),
+                                   ("max_grad_norms", self.max_grad_norms, MAX_GRAD_NORMS),
+                                   ("layers", self.layers, LAYERS)):
+            if not values or not set(values) <= set(grid):
+                raise HyperParameterError(f"setting space {name} {values} must be a non-empty part of {grid}")
+
+    def sample(self, rng: np.random.Generator, budgets: tuple[int, ...], fixed_layers: int | None = None) -> HyperParams:
+        """A uniformly random setting (``fixed_layers`` for cells with their own depth: no layers draw)."""
+        return HyperParams(
+            lr=float(rng.choice(self.lrs)),
+            init_scale=float(rng.choice(self.init_scales)),
+            max_grad_norm=float(rng.choice(self.max_grad_norms)),
+            layers=int(fixed_layers if fixed_layers is not None else rng.choice(self.layers)),
+            params=int(rng.choice(budgets)),
+        )
+
+
+PAPER_SPACE = SettingSpace()
+
+
+def sample_hparams(rng: np.random.Generator, budgets: tuple[int, ...], fixed_layers: int | None = None,
+                   space: SettingSpace = PAPER_SPACE) -> HyperParams:
+    """A uniformly random setting from ``space`` (the paper's ranges by default)."""
+    return space.sample(rng, budgets, fixed_layers)
 
 
 class LRSchedule(str, enum.Enum):
@@ -212,6 +238,17 @@ SCALES: dict[str, TrainConfig] = {
         xml_max_tag_length=10,
     ),
 }
+
+
+# The settings each scale draws (search and baselines). Where a scale's few steps cannot train a deep stack or a
+# large learning rate, drawing them only spends evaluations on settings where every cell scores the same.
+SETTING_SPACES: dict[str, SettingSpace] = {name: PAPER_SPACE for name in SCALES}
+
+
+def setting_space(scale: str) -> SettingSpace:
+    """The setting space of ``scale`` (raises for an unknown scale, as :func:`scale_config`)."""
+    scale_config(scale)
+    return SETTING_SPACES[scale]
 
 
 def scale_config(scale: str) -> TrainConfig:
