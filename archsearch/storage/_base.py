@@ -12,6 +12,8 @@ Rules every backend follows:
 * The top-100 list, fitness and GRU normalizers are computed from evaluations here
   (queries), never stored as a second source of truth.
 * Every failure of the database is raised as :class:`~archsearch.errors.StorageError`.
+* What storage accepts is checked once, here (:mod:`archsearch.storage._checks`): the public
+  writing methods check their input, then call a back-end's protected hooks.
 * One driver per search: a driver holds the search's lease (:mod:`archsearch.storage._lease`)
   and, while it holds it, every write checks in its own transaction that it still does.
 * The driver's event counters change only in the same transaction as the rows they
@@ -26,12 +28,36 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from archsearch.errors import StorageError
+from archsearch.storage._checks import (
+    NewArchitecture,
+    TrainerResult,
+    as_counts,
+    as_integer,
+    as_normalizers,
+    check_choice,
+    check_driver,
+    check_length,
+)
 from archsearch.storage._lease import LEASE_TIMEOUT_S, DriverId, Lease
 from archsearch.storage._records import (
     COMPLETE_STAGE,
+    EVALUATION_STATUSES,
+    MAX_ERROR_LENGTH,
+    MAX_HASH_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PURPOSE_LENGTH,
+    MAX_STAGE_LENGTH,
+    MAX_TASK_LENGTH,
+    MAX_WORKER_LENGTH,
+    ORIGINS,
+    SEARCH_STATUSES,
     ArchitectureRecord,
+    EvalStatus,
     EvaluationRecord,
     SearchRecord,
+    SearchStatus,
+    hparams_hash,
+    to_json,
 )
 
 _logger = logging.getLogger(__name__)
@@ -97,11 +123,30 @@ class LeaderboardStorage(abc.ABC):
     An instance may be shared by threads (each call opens its own session) and pickled
     (the connection is rebuilt on unpickling). Use :func:`archsearch.storage.open_storage`
     to get one.
+
+    Every public method that writes is defined here once: it refuses writes to a read-only
+    storage, checks what storage accepts (lengths, choices, JSON, result keys and numbers)
+    and then calls a protected hook (``_insert_architecture``, ...) with checked, typed
+    values. A back-end implements the hooks and the reads; it keeps only the checks that
+    need its data (a row exists, a name is free, the lease is still held).
     """
+
+    @property
+    def url(self) -> str:
+        """Where the data lives, as error messages show it."""
+        return type(self).__name__
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writing methods are refused."""
+        return False
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.url} was opened read-only; only the search driver writes")
 
     # ---------------------------------------------------------------- searches
 
-    @abc.abstractmethod
     def create_search(
         self, name: str, config: dict[str, Any], seed: int, *, driver: DriverId | None = None
     ) -> SearchRecord:
@@ -116,8 +161,17 @@ class LeaderboardStorage(abc.ABC):
 
         Raises:
             SearchExistsError: A search with this name exists (perhaps created a moment ago).
-            StorageError: The database fails.
+            StorageError: A value is invalid, or the database fails.
         """
+        self._check_writable()
+        check_length(name, MAX_NAME_LENGTH, "search name")
+        if driver is not None:
+            check_driver(driver)
+        return self._insert_search(name, to_json(config, "search config"), as_integer(seed, "seed"), driver)
+
+    @abc.abstractmethod
+    def _insert_search(self, name: str, config_json: str, seed: int, driver: DriverId | None) -> SearchRecord:
+        """Hook of :meth:`create_search` (checked values); raises SearchExistsError for a taken name."""
 
     @abc.abstractmethod
     def get_search(self, name: str) -> SearchRecord | None:
@@ -135,7 +189,6 @@ class LeaderboardStorage(abc.ABC):
             StorageError: The database fails.
         """
 
-    @abc.abstractmethod
     def update_search(
         self, search_id: int, *, status: str | None = None, state: dict[str, Any] | None = None
     ) -> SearchRecord:
@@ -150,8 +203,15 @@ class LeaderboardStorage(abc.ABC):
         Raises:
             StorageError: Unknown search, bad status, or the database fails.
         """
+        self._check_writable()
+        typed = None if status is None else SearchStatus(check_choice(status, SEARCH_STATUSES, "search status"))
+        state_json = None if state is None else to_json(state, "search state")
+        return self._update_search(search_id, typed, state_json)
 
     @abc.abstractmethod
+    def _update_search(self, search_id: int, status: SearchStatus | None, state_json: str | None) -> SearchRecord:
+        """Hook of :meth:`update_search` (None: leave unchanged)."""
+
     def freeze_normalizers(self, search_id: int, normalizers: dict[str, float]) -> SearchRecord:
         """Fix the search's normalizers (the reference's best score per task) from now on.
 
@@ -162,6 +222,12 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown search, a value that is not a positive finite number, other values
                 already frozen, or the database fails.
         """
+        self._check_writable()
+        return self._freeze_normalizers(search_id, as_normalizers(normalizers))
+
+    @abc.abstractmethod
+    def _freeze_normalizers(self, search_id: int, normalizers: dict[str, float]) -> SearchRecord:
+        """Hook of :meth:`freeze_normalizers`; refuses other values than those already frozen."""
 
     @abc.abstractmethod
     def frozen_normalizers(self, search_id: int) -> dict[str, float] | None:
@@ -171,17 +237,22 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown search, or the database fails.
         """
 
-    @abc.abstractmethod
     def add_counts(self, search_id: int, counts: Mapping[str, int]) -> None:
         """Add ``counts`` to the search's event counters (for events that change no row).
 
         Raises:
-            StorageError: Unknown search, the lease was lost, or the database fails.
+            StorageError: Unknown search, a count that is not an integer, the lease was lost,
+                or the database fails.
         """
+        self._check_writable()
+        self._add_counts(search_id, as_counts(counts))
+
+    @abc.abstractmethod
+    def _add_counts(self, search_id: int, counts: dict[str, int]) -> None:
+        """Hook of :meth:`add_counts`."""
 
     # ----------------------------------------------------------------- lease
 
-    @abc.abstractmethod
     def acquire_lease(
         self, search_id: int, driver: DriverId, *, timeout_s: float = LEASE_TIMEOUT_S, take_over: bool = False
     ) -> Lease | None:
@@ -200,8 +271,14 @@ class LeaderboardStorage(abc.ABC):
                 another driver took it at the same moment.
             StorageError: Unknown search, or the database fails.
         """
+        self._check_writable()
+        check_driver(driver)
+        return self._acquire_lease(search_id, driver, float(timeout_s), bool(take_over))
 
     @abc.abstractmethod
+    def _acquire_lease(self, search_id: int, driver: DriverId, timeout_s: float, take_over: bool) -> Lease | None:
+        """Hook of :meth:`acquire_lease`: one atomic test-and-set, then fence this object's writes."""
+
     def renew_lease(self, search_id: int, driver: DriverId) -> None:
         """Record a heartbeat of ``driver``, which must still hold the lease.
 
@@ -209,18 +286,28 @@ class LeaderboardStorage(abc.ABC):
             LeaseLostError: Another driver holds the lease now (the message names it).
             StorageError: The database fails.
         """
+        self._check_writable()
+        self._renew_lease(search_id, driver)
 
     @abc.abstractmethod
+    def _renew_lease(self, search_id: int, driver: DriverId) -> None:
+        """Hook of :meth:`renew_lease`."""
+
     def release_lease(self, search_id: int, driver: DriverId) -> bool:
         """Give the lease up if ``driver`` holds it; returns whether it did. Stops fencing writes.
 
         Raises:
             StorageError: The database fails.
         """
+        self._check_writable()
+        return self._release_lease(search_id, driver)
+
+    @abc.abstractmethod
+    def _release_lease(self, search_id: int, driver: DriverId) -> bool:
+        """Hook of :meth:`release_lease`."""
 
     # ----------------------------------------------------------- architectures
 
-    @abc.abstractmethod
     def add_architecture(
         self,
         search_id: int,
@@ -257,8 +344,25 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown search or parent, the name is taken by another
                 graph, a value is invalid, or the database fails.
         """
+        self._check_writable()
+        check_length(name, MAX_NAME_LENGTH, "architecture name")
+        check_length(structural_hash, MAX_HASH_LENGTH, "structural hash")
+        check_length(fingerprint, MAX_HASH_LENGTH, "fingerprint")
+        check_length(stage, MAX_STAGE_LENGTH, "stage")
+        check_choice(origin, ORIGINS, "origin")
+        if not isinstance(graph_json, str):
+            raise StorageError(f"graph_json must be a JSON string; got {type(graph_json).__name__}")
+        new = NewArchitecture(
+            search_id=search_id, name=name, graph_json=graph_json, structural_hash=structural_hash,
+            fingerprint=fingerprint, parent_id=parent_id, origin=origin, stage=stage,
+            mutation_json=None if mutation is None else to_json(mutation, "mutation record"),
+        )  # fmt: skip
+        return self._insert_architecture(new, as_counts(count))
 
     @abc.abstractmethod
+    def _insert_architecture(self, new: NewArchitecture, count: dict[str, int]) -> tuple[ArchitectureRecord, bool]:
+        """Hook of :meth:`add_architecture`: checks the search, the parent and the name, then inserts."""
+
     def find_architecture(
         self,
         search_id: int,
@@ -272,6 +376,15 @@ class LeaderboardStorage(abc.ABC):
         Raises:
             StorageError: No key given, or the database fails.
         """
+        keys = {"structural_hash": structural_hash, "fingerprint": fingerprint, "name": name}
+        given = {k: v for k, v in keys.items() if v is not None}
+        if not given:
+            raise StorageError("find_architecture needs a structural_hash, fingerprint or name")
+        return self._find_architecture(search_id, given)
+
+    @abc.abstractmethod
+    def _find_architecture(self, search_id: int, keys: dict[str, str]) -> ArchitectureRecord | None:
+        """Hook of :meth:`find_architecture`; ``keys`` maps column names to the values they must have."""
 
     @abc.abstractmethod
     def get_architecture(self, architecture_id: int) -> ArchitectureRecord:
@@ -281,7 +394,6 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown id, or the database fails.
         """
 
-    @abc.abstractmethod
     def set_stage(self, architecture_id: int, stage: str, count: Mapping[str, int] | None = None) -> None:
         """Move an architecture to another pipeline stage (``'complete'`` puts it on the list).
 
@@ -290,6 +402,13 @@ class LeaderboardStorage(abc.ABC):
         Raises:
             StorageError: Unknown id, stage too long, or the database fails.
         """
+        self._check_writable()
+        check_length(stage, MAX_STAGE_LENGTH, "stage")
+        self._set_stage(architecture_id, stage, as_counts(count))
+
+    @abc.abstractmethod
+    def _set_stage(self, architecture_id: int, stage: str, count: dict[str, int]) -> None:
+        """Hook of :meth:`set_stage`."""
 
     @abc.abstractmethod
     def list_architectures(self, search_id: int, stage: str | None = None) -> list[ArchitectureRecord]:
@@ -301,7 +420,6 @@ class LeaderboardStorage(abc.ABC):
 
     # ------------------------------------------------------------- evaluations
 
-    @abc.abstractmethod
     def add_evaluation(
         self,
         architecture_id: int,
@@ -326,8 +444,21 @@ class LeaderboardStorage(abc.ABC):
         Raises:
             StorageError: Unknown architecture, a value is invalid, or the database fails.
         """
+        self._check_writable()
+        check_length(task, MAX_TASK_LENGTH, "task name")
+        check_length(purpose, MAX_PURPOSE_LENGTH, "purpose")
+        if not isinstance(hparams, Mapping):
+            raise StorageError(f"hyper-parameters must be a mapping; got {type(hparams).__name__}")
+        key = hparams_hash(hparams)
+        hparams_json = to_json(hparams, "hyper-parameters")
+        return self._insert_evaluation(architecture_id, task, hparams_json, key, purpose, as_counts(count))
 
     @abc.abstractmethod
+    def _insert_evaluation(
+        self, architecture_id: int, task: str, hparams_json: str, key: str, purpose: str, count: dict[str, int]
+    ) -> EvaluationRecord | None:
+        """Hook of :meth:`add_evaluation`; ``key`` is the setting's :func:`hparams_hash`. None if it exists."""
+
     def mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
         """Mark a queued (or re-dispatched running) evaluation as running; counts an attempt.
 
@@ -335,8 +466,14 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown id, the evaluation is already done or failed, or
                 the database fails.
         """
+        self._check_writable()
+        check_length(worker, MAX_WORKER_LENGTH, "worker")
+        return self._mark_running(evaluation_id, worker)
 
     @abc.abstractmethod
+    def _mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
+        """Hook of :meth:`mark_running`; refuses an evaluation that is done or failed."""
+
     def record_result(self, evaluation_id: int, result: dict[str, Any]) -> EvaluationRecord:
         """Store a trainer's result and mark the evaluation done.
 
@@ -350,8 +487,13 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown id, missing keys, the evaluation is already done or
                 failed (never recorded twice), or the database fails.
         """
+        self._check_writable()
+        return self._record_result(evaluation_id, TrainerResult.check(evaluation_id, result))
 
     @abc.abstractmethod
+    def _record_result(self, evaluation_id: int, result: TrainerResult) -> EvaluationRecord:
+        """Hook of :meth:`record_result`; refuses an evaluation that is done or failed."""
+
     def record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
         """Mark an evaluation failed with an error message (truncated to ``MAX_ERROR_LENGTH``).
 
@@ -359,8 +501,13 @@ class LeaderboardStorage(abc.ABC):
             StorageError: Unknown id, the evaluation is already done or failed, or
                 the database fails.
         """
+        self._check_writable()
+        return self._record_failure(evaluation_id, str(error)[:MAX_ERROR_LENGTH])
 
     @abc.abstractmethod
+    def _record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
+        """Hook of :meth:`record_failure`; refuses an evaluation that is done or failed."""
+
     def requeue_running(self, search_id: int) -> int:
         """Put the search's running evaluations back in the queue (resume after a crash).
 
@@ -370,8 +517,13 @@ class LeaderboardStorage(abc.ABC):
         Raises:
             StorageError: The database fails.
         """
+        self._check_writable()
+        return self._requeue_running(search_id)
 
     @abc.abstractmethod
+    def _requeue_running(self, search_id: int) -> int:
+        """Hook of :meth:`requeue_running`."""
+
     def evaluations(
         self,
         *,
@@ -383,8 +535,16 @@ class LeaderboardStorage(abc.ABC):
         """Evaluations matching all given filters, oldest first.
 
         Raises:
-            StorageError: The database fails.
+            StorageError: An unknown status, or the database fails.
         """
+        typed = None if status is None else EvalStatus(check_choice(status, EVALUATION_STATUSES, "evaluation status"))
+        return self._evaluations(search_id, architecture_id, task, typed)
+
+    @abc.abstractmethod
+    def _evaluations(
+        self, search_id: int | None, architecture_id: int | None, task: str | None, status: EvalStatus | None
+    ) -> list[EvaluationRecord]:
+        """Hook of :meth:`evaluations` (None: no filter)."""
 
     # ------------------------------------------------------- derived queries
 

@@ -189,15 +189,3 @@ def hparams_hash(hparams: dict[str, Any]) -> str:
     except (TypeError, ValueError) as e:
         raise StorageError(f"cannot hash hyper-parameters {hparams!r}: {e}") from e
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def check_length(value: str | None, limit: int, what: str) -> None:
-    """Raise StorageError if ``value`` is longer than ``limit`` characters."""
-    if value is not None and len(value) > limit:
-        raise StorageError(f"{what} is {len(value)} characters long; the limit is {limit}: {value[:60]!r}...")
-
-
-def check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
-    """Raise StorageError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise StorageError(f"{what} must be one of {', '.join(choices)}; got {value!r}")

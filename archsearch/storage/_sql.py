@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import case, func, literal, or_, select, true, update
@@ -18,30 +17,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archsearch.errors import LeaseHeldError, LeaseLostError, SearchExistsError, StorageError
 from archsearch.storage._base import LeaderboardStorage
+from archsearch.storage._checks import NewArchitecture, TrainerResult
 from archsearch.storage._engine import error_text, open_engine, prepare_schema
-from archsearch.storage._lease import LEASE_TIMEOUT_S, DriverId, Lease, holder_gone
+from archsearch.storage._lease import DriverId, Lease, holder_gone
 from archsearch.storage._models import ArchitectureModel, EvaluationModel, SearchModel
 from archsearch.storage._records import (
-    EVALUATION_STATUSES,
-    MAX_ERROR_LENGTH,
-    MAX_HASH_LENGTH,
-    MAX_NAME_LENGTH,
-    MAX_PURPOSE_LENGTH,
-    MAX_STAGE_LENGTH,
-    MAX_TASK_LENGTH,
-    MAX_WORKER_LENGTH,
-    ORIGINS,
-    RESULT_KEYS,
-    SEARCH_STATUSES,
-    EvalStatus,
-    SearchStatus,
     ArchitectureRecord,
+    EvalStatus,
     EvaluationRecord,
     SearchRecord,
-    check_choice,
-    check_length,
+    SearchStatus,
     from_json,
-    hparams_hash,
     to_json,
     utcnow,
 )
@@ -80,13 +66,13 @@ def _lease_values(driver: DriverId | None, since: Any = None, heartbeat: Any = N
                 lease_pid=driver.pid, lease_since=since, lease_heartbeat=heartbeat)
 
 
-def _bump(row: SearchModel, count: Mapping[str, int] | None) -> None:
+def _bump(row: SearchModel, count: Mapping[str, int]) -> None:
     """Add ``count`` to the search row's counters (in the caller's transaction)."""
     if not count:
         return
     counters = from_json(row.counters) or {}
     for key, value in count.items():
-        counters[str(key)] = counters.get(str(key), 0) + int(value)
+        counters[key] = counters.get(key, 0) + value
     row.counters = to_json(counters, "counters")
 
 
@@ -122,17 +108,6 @@ def _evaluation_from_values(values: Sequence[Any]) -> EvaluationRecord:
     return EvaluationRecord(*fields)
 
 
-def _number(value: Any, kind: type, what: str) -> Any:
-    """``value`` as ``kind`` (float or int); None and non-finite floats become None."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as e:
-        raise StorageError(f"result field {what!r} must be a number or None; got {value!r}") from e
-    return kind(number) if math.isfinite(number) else None
-
-
 class SQLStorage(LeaderboardStorage):
     """Leaderboard storage in any SQLAlchemy database.
 
@@ -144,6 +119,9 @@ class SQLStorage(LeaderboardStorage):
     Raises:
         StorageError: The database cannot be opened, is not an archsearch database, or
             has another schema version.
+
+    The checks of what storage accepts run in :class:`LeaderboardStorage`; this class
+    implements its hooks and keeps the checks that need the database.
     """
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
@@ -186,10 +164,6 @@ class SQLStorage(LeaderboardStorage):
         finally:
             session.close()
 
-    def _check_writable(self) -> None:
-        if self._read_only:
-            raise StorageError(f"{self._display} was opened read-only; only the search driver writes")
-
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
         """A writing transaction; while this storage holds a lease, it first checks the lease is still its own.
@@ -197,7 +171,6 @@ class SQLStorage(LeaderboardStorage):
         The check locks the search row (``FOR UPDATE`` on PostgreSQL; SQLite writers are serialized by
         ``BEGIN IMMEDIATE``), so a take-over cannot slip in between the check and the write.
         """
-        self._check_writable()
         with self._session() as session:
             if self._fence is not None:
                 search_id, token = self._fence
@@ -223,14 +196,10 @@ class SQLStorage(LeaderboardStorage):
 
     # ------------------------------------------------------------- searches
 
-    def create_search(
-        self, name: str, config: dict[str, Any], seed: int, *, driver: DriverId | None = None
-    ) -> SearchRecord:
-        self._check_writable()
-        check_length(name, MAX_NAME_LENGTH, "search name")
+    def _insert_search(self, name: str, config_json: str, seed: int, driver: DriverId | None) -> SearchRecord:
         now = utcnow()
         row = SearchModel(
-            name=name, config=to_json(config, "search config"), seed=int(seed), status="running",
+            name=name, config=config_json, seed=seed, status="running",
             state=to_json({}, "search state"), created=now, finished=None, counters="{}",
             **_lease_values(driver, since=now, heartbeat=now),
         )  # fmt: skip
@@ -257,29 +226,18 @@ class SQLStorage(LeaderboardStorage):
         with self._session() as session:
             return [_search_record(r) for r in session.scalars(select(SearchModel).order_by(SearchModel.id))]
 
-    def update_search(
-        self, search_id: int, *, status: str | None = None, state: dict[str, Any] | None = None
-    ) -> SearchRecord:
-        self._check_writable()
-        if status is not None:
-            check_choice(status, SEARCH_STATUSES, "search status")
-            status = SearchStatus(status).value
-        state_json = None if state is None else to_json(state, "search state")
+    def _update_search(self, search_id: int, status: SearchStatus | None, state_json: str | None) -> SearchRecord:
         with self._write() as session:
             row = SearchModel.find_or_raise_by_id(session, search_id)
             if status is not None:
-                row.status = status
-                row.finished = None if status == "running" else utcnow()
+                row.status = status.value
+                row.finished = None if status is SearchStatus.RUNNING else utcnow()
             if state_json is not None:
                 row.state = state_json
             session.flush()
             return _search_record(row)
 
-    def freeze_normalizers(self, search_id: int, normalizers: dict[str, float]) -> SearchRecord:
-        self._check_writable()
-        values = {str(k): float(v) for k, v in normalizers.items()}
-        if not values or not all(math.isfinite(v) and v > 0 for v in values.values()):
-            raise StorageError(f"normalizers must be positive finite numbers, got {normalizers!r}")
+    def _freeze_normalizers(self, search_id: int, values: dict[str, float]) -> SearchRecord:
         with self._write() as session:
             row = SearchModel.find_or_raise_by_id(session, search_id)
             if row.normalizers is not None and from_json(row.normalizers) != values:
@@ -293,16 +251,13 @@ class SQLStorage(LeaderboardStorage):
             row = SearchModel.find_or_raise_by_id(session, search_id)
             return None if row.normalizers is None else from_json(row.normalizers)
 
-    def add_counts(self, search_id: int, counts: Mapping[str, int]) -> None:
+    def _add_counts(self, search_id: int, counts: dict[str, int]) -> None:
         with self._write() as session:
             _bump(SearchModel.find_or_raise_by_id(session, search_id), counts)
 
     # ---------------------------------------------------------------- lease
 
-    def acquire_lease(
-        self, search_id: int, driver: DriverId, *, timeout_s: float = LEASE_TIMEOUT_S, take_over: bool = False
-    ) -> Lease | None:
-        self._check_writable()
+    def _acquire_lease(self, search_id: int, driver: DriverId, timeout_s: float, take_over: bool) -> Lease | None:
         now = utcnow()
         with self._session() as session:
             row = session.scalars(select(SearchModel).where(SearchModel.id == search_id).with_for_update()).first()
@@ -330,8 +285,7 @@ class SQLStorage(LeaderboardStorage):
         self._fence = (search_id, driver.token)
         return other
 
-    def renew_lease(self, search_id: int, driver: DriverId) -> None:
-        self._check_writable()
+    def _renew_lease(self, search_id: int, driver: DriverId) -> None:
         stmt = (
             update(SearchModel).where(SearchModel.id == search_id, SearchModel.lease_token == driver.token)
             .values(lease_heartbeat=utcnow()).execution_options(synchronize_session=False)
@@ -343,8 +297,7 @@ class SQLStorage(LeaderboardStorage):
             message = _lost_message(row)
         raise LeaseLostError(message)
 
-    def release_lease(self, search_id: int, driver: DriverId) -> bool:
-        self._check_writable()
+    def _release_lease(self, search_id: int, driver: DriverId) -> bool:
         stmt = (
             update(SearchModel).where(SearchModel.id == search_id, SearchModel.lease_token == driver.token)
             .values(**_lease_values(None)).execution_options(synchronize_session=False)
@@ -357,32 +310,12 @@ class SQLStorage(LeaderboardStorage):
 
     # -------------------------------------------------------- architectures
 
-    def add_architecture(
-        self,
-        search_id: int,
-        *,
-        name: str,
-        graph_json: str,
-        structural_hash: str,
-        fingerprint: str | None,
-        parent_id: int | None,
-        mutation: dict[str, Any] | None,
-        origin: str,
-        stage: str,
-        count: Mapping[str, int] | None = None,
-    ) -> tuple[ArchitectureRecord, bool]:
-        self._check_writable()
-        check_length(name, MAX_NAME_LENGTH, "architecture name")
-        check_length(structural_hash, MAX_HASH_LENGTH, "structural hash")
-        check_length(fingerprint, MAX_HASH_LENGTH, "fingerprint")
-        check_length(stage, MAX_STAGE_LENGTH, "stage")
-        check_choice(origin, ORIGINS, "origin")
-        if not isinstance(graph_json, str):
-            raise StorageError(f"graph_json must be a JSON string; got {type(graph_json).__name__}")
+    def _insert_architecture(self, new: NewArchitecture, count: dict[str, int]) -> tuple[ArchitectureRecord, bool]:
+        search_id, structural_hash = new.search_id, new.structural_hash
         row = ArchitectureModel(
-            search_id=search_id, name=name, graph_json=graph_json, structural_hash=structural_hash,
-            fingerprint=fingerprint, parent_id=parent_id, origin=origin, stage=stage, created=utcnow(),
-            mutation=None if mutation is None else to_json(mutation, "mutation record"),
+            search_id=search_id, name=new.name, graph_json=new.graph_json, structural_hash=structural_hash,
+            fingerprint=new.fingerprint, parent_id=new.parent_id, origin=new.origin, stage=new.stage,
+            created=utcnow(), mutation=new.mutation_json,
         )  # fmt: skip
         with self._write() as session:
             self._check_parents(session, row)
@@ -425,20 +358,9 @@ class SQLStorage(LeaderboardStorage):
                 f"by another graph (id {named.id})"
             )
 
-    def find_architecture(
-        self,
-        search_id: int,
-        *,
-        structural_hash: str | None = None,
-        fingerprint: str | None = None,
-        name: str | None = None,
-    ) -> ArchitectureRecord | None:
-        keys = {"structural_hash": structural_hash, "fingerprint": fingerprint, "name": name}
-        given = {k: v for k, v in keys.items() if v is not None}
-        if not given:
-            raise StorageError("find_architecture needs a structural_hash, fingerprint or name")
+    def _find_architecture(self, search_id: int, keys: dict[str, str]) -> ArchitectureRecord | None:
         stmt = select(ArchitectureModel).where(ArchitectureModel.search_id == search_id)
-        for key, value in given.items():
+        for key, value in keys.items():
             stmt = stmt.where(getattr(ArchitectureModel, key) == value)
         with self._session() as session:
             row = session.scalars(stmt.order_by(ArchitectureModel.id).limit(1)).first()
@@ -448,9 +370,7 @@ class SQLStorage(LeaderboardStorage):
         with self._session() as session:
             return _architecture_record(ArchitectureModel.find_or_raise_by_id(session, architecture_id))
 
-    def set_stage(self, architecture_id: int, stage: str, count: Mapping[str, int] | None = None) -> None:
-        self._check_writable()
-        check_length(stage, MAX_STAGE_LENGTH, "stage")
+    def _set_stage(self, architecture_id: int, stage: str, count: dict[str, int]) -> None:
         with self._write() as session:
             row = ArchitectureModel.find_or_raise_by_id(session, architecture_id)
             row.stage = stage
@@ -466,20 +386,11 @@ class SQLStorage(LeaderboardStorage):
 
     # ---------------------------------------------------------- evaluations
 
-    def add_evaluation(
-        self,
-        architecture_id: int,
-        task: str,
-        hparams: dict[str, Any],
-        purpose: str,
-        count: Mapping[str, int] | None = None,
+    def _insert_evaluation(
+        self, architecture_id: int, task: str, hparams_json: str, key: str, purpose: str, count: dict[str, int]
     ) -> EvaluationRecord | None:
-        self._check_writable()
-        check_length(task, MAX_TASK_LENGTH, "task name")
-        check_length(purpose, MAX_PURPOSE_LENGTH, "purpose")
-        key = hparams_hash(hparams)
         row = EvaluationModel(
-            architecture_id=architecture_id, task=task, hparams=to_json(hparams, "hyper-parameters"),
+            architecture_id=architecture_id, task=task, hparams=hparams_json,
             hparams_hash=key, purpose=purpose, status="queued", diverged=False, attempts=0, created=utcnow(),
         )  # fmt: skip
         with self._write() as session:
@@ -508,44 +419,31 @@ class SQLStorage(LeaderboardStorage):
             )
         return row
 
-    def mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
-        self._check_writable()
-        check_length(worker, MAX_WORKER_LENGTH, "worker")
+    def _mark_running(self, evaluation_id: int, worker: str) -> EvaluationRecord:
         with self._write() as session:
             row = self._open_evaluation(session, evaluation_id)
             row.status, row.worker, row.attempts = "running", worker, row.attempts + 1
             session.flush()
             return _evaluation_record(row)
 
-    def record_result(self, evaluation_id: int, result: dict[str, Any]) -> EvaluationRecord:
-        self._check_writable()
-        missing = [k for k in RESULT_KEYS if k not in result]
-        if missing:
-            raise StorageError(f"result for evaluation {evaluation_id} lacks {', '.join(missing)}")
-        result_json = to_json(result, "result")
+    def _record_result(self, evaluation_id: int, result: TrainerResult) -> EvaluationRecord:
         with self._write() as session:
             row = self._open_evaluation(session, evaluation_id)
-            row.metric = _number(result["metric"], float, "metric")
-            row.valid = _number(result["valid"], float, "valid")
-            row.test = _number(result["test"], float, "test")
-            row.epochs = _number(result["epochs"], int, "epochs")
-            row.seconds = _number(result["seconds"], float, "seconds")
-            row.params = _number(result["params"], int, "params")
-            row.diverged = bool(result["diverged"])
-            row.result, row.status, row.error, row.finished = result_json, "done", None, utcnow()
+            row.metric, row.valid, row.test = result.metric, result.valid, result.test
+            row.epochs, row.seconds, row.params = result.epochs, result.seconds, result.params
+            row.diverged = result.diverged
+            row.result, row.status, row.error, row.finished = result.result_json, "done", None, utcnow()
             session.flush()
             return _evaluation_record(row)
 
-    def record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
-        self._check_writable()
+    def _record_failure(self, evaluation_id: int, error: str) -> EvaluationRecord:
         with self._write() as session:
             row = self._open_evaluation(session, evaluation_id)
-            row.status, row.error, row.finished = "failed", str(error)[:MAX_ERROR_LENGTH], utcnow()
+            row.status, row.error, row.finished = "failed", error, utcnow()
             session.flush()
             return _evaluation_record(row)
 
-    def requeue_running(self, search_id: int) -> int:
-        self._check_writable()
+    def _requeue_running(self, search_id: int) -> int:
         archs = select(ArchitectureModel.id).where(ArchitectureModel.search_id == search_id)
         stmt = (
             update(EvaluationModel)
@@ -559,17 +457,9 @@ class SQLStorage(LeaderboardStorage):
             _logger.info("re-queued %d running evaluations of search %d", count, search_id)
         return count
 
-    def evaluations(
-        self,
-        *,
-        search_id: int | None = None,
-        architecture_id: int | None = None,
-        task: str | None = None,
-        status: str | None = None,
+    def _evaluations(
+        self, search_id: int | None, architecture_id: int | None, task: str | None, status: EvalStatus | None
     ) -> list[EvaluationRecord]:
-        if status is not None:
-            check_choice(status, EVALUATION_STATUSES, "evaluation status")
-            status = EvalStatus(status).value
         # Plain tuples, not ORM objects: several times faster for a search's 100k evaluations.
         stmt = _filter_evaluations(select(*_EVALUATION_COLUMNS), search_id, architecture_id, task, status)
         with self._session() as session:
@@ -588,7 +478,7 @@ class SQLStorage(LeaderboardStorage):
         e = EvaluationModel
         score = case((or_(e.diverged == true(), e.metric.is_(None)), literal(0.0)), else_=e.metric)
         stmt = select(e.architecture_id, e.task, func.max(score))
-        stmt = _filter_evaluations(stmt, search_id, architecture_id, None, "done")
+        stmt = _filter_evaluations(stmt, search_id, architecture_id, None, EvalStatus.DONE)
         best: dict[int, dict[str, float]] = {}
         with self._session() as session:
             for arch_id, task, value in session.execute(stmt.group_by(e.architecture_id, e.task)):
@@ -607,14 +497,15 @@ def _lost_message(row: SearchModel | None) -> str:
 
 
 def _filter_evaluations(
-    stmt: Any, search_id: int | None, architecture_id: int | None, task: str | None, status: str | None
+    stmt: Any, search_id: int | None, architecture_id: int | None, task: str | None, status: EvalStatus | None
 ) -> Any:
     """``stmt`` (a select over evaluations) restricted to the given filters."""
     e = EvaluationModel
     if search_id is not None:
         stmt = stmt.join(ArchitectureModel, ArchitectureModel.id == e.architecture_id)
         stmt = stmt.where(ArchitectureModel.search_id == search_id)
-    for column, value in ((e.architecture_id, architecture_id), (e.task, task), (e.status, status)):
+    status_value = None if status is None else status.value
+    for column, value in ((e.architecture_id, architecture_id), (e.task, task), (e.status, status_value)):
         if value is not None:
             stmt = stmt.where(column == value)
     return stmt
