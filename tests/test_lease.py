@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import json
 import os
@@ -19,9 +20,9 @@ from archsearch.cli import main as cli_main
 from archsearch.errors import LeaseHeldError, LeaseLostError, SearchConfigError
 from archsearch.executors import InProcessExecutor
 from archsearch.search import SearchDriver
-from archsearch.storage import DriverId, open_storage
+from archsearch.storage import DriverId, LeaderboardStorage, open_storage
 from test_search import _check_bookkeeping, _driver, _statuses, tiny_config
-from test_storage import backend_url, postgres_server  # noqa: F401 (the fixture)
+from test_storage import postgres_server, storage, storage_url  # noqa: F401 (the contract fixtures)
 
 SEARCH = {"tasks": ["arithmetic"]}
 
@@ -47,70 +48,118 @@ def _age_heartbeat(url: str, seconds: float) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite-file", "postgresql"])
-def db(request, tmp_path):
-    url = backend_url(request.param, tmp_path, request)
-    storage = open_storage(url)
+@dataclasses.dataclass
+class LeaseDB:
+    """A search with one architecture in the contract fixture's database, and more storage objects on it."""
+
+    storage: LeaderboardStorage
+    url: str
+    search_id: int
+    arch_id: int
+    opened: list[LeaderboardStorage]
+
+    def open(self, *, read_only: bool = False) -> LeaderboardStorage:
+        """Another storage object on this database (another driver, or a reader).
+
+        An in-memory database lives in its one storage object: its drivers share that object
+        (threads, as in the race below) and no other object can see, lose or fence its lease.
+        """
+        if self.url == "sqlite://":
+            return self.storage
+        self.opened.append(open_storage(self.url, read_only=read_only))
+        return self.opened[-1]
+
+
+@pytest.fixture
+def db(storage, storage_url):
+    """The lease contract runs on every back-end of the storage contract fixture (test_storage.storage)."""
+    url = storage_url
     sid = storage.create_search("s", SEARCH, 0).id
     arch, _ = storage.add_architecture(sid, name="a", graph_json="{}", structural_hash="h", fingerprint=None,
                                        parent_id=None, mutation=None, origin="seed", stage="init")
-    storage.close()
-    return url, sid, arch.id
+    lease_db = LeaseDB(storage, url, sid, arch.id, [])
+    yield lease_db
+    for st in lease_db.opened:
+        st.close()
 
 
 # ------------------------------------------------------------------ storage
 
 
 def test_a_second_driver_is_refused_with_the_holder_named(db):
-    url, sid, arch_id = db
-    first, second = open_storage(url), open_storage(url)
+    first, second = db.open(), db.open()
     me, other = DriverId.current(), DriverId.current()
-    assert first.acquire_lease(sid, me) is None
+    assert first.acquire_lease(db.search_id, me) is None
     with pytest.raises(LeaseHeldError, match=f"pid {os.getpid()} on host {me.host}, since .* UTC, last heartbeat"):
-        second.acquire_lease(sid, other)
-    first.set_stage(arch_id, "complete")  # the holder writes on
+        second.acquire_lease(db.search_id, other)
+    first.set_stage(db.arch_id, "complete")  # the holder writes on
     lease = first.get_search("s").lease
     assert lease.holder == me and lease.since <= lease.heartbeat
-    first.renew_lease(sid, me)
+    first.renew_lease(db.search_id, me)
     assert first.get_search("s").lease.heartbeat >= lease.heartbeat
 
 
 def test_a_holder_whose_process_ended_on_this_machine_is_taken_over_at_once(db):
-    url, sid, _ = db
     me = DriverId.current()
     dead = DriverId(host=me.host, machine=me.machine, pid=_dead_pid(), token="d" * 32)
-    open_storage(url).acquire_lease(sid, dead)
-    taken = open_storage(url).acquire_lease(sid, me)  # its heartbeat is fresh: only the pid says it is gone
+    db.open().acquire_lease(db.search_id, dead)
+    taken = db.open().acquire_lease(db.search_id, me)  # its heartbeat is fresh: only the pid says it is gone
     assert taken.holder == dead
-    assert open_storage(url, read_only=True).get_search("s").lease.holder == me
+    assert db.open(read_only=True).get_search("s").lease.holder == me
 
 
 def test_a_holder_elsewhere_is_taken_over_only_when_its_heartbeat_is_stale(db):
-    url, sid, _ = db
-    open_storage(url).acquire_lease(sid, _other_host())
+    elsewhere = db.open()
+    elsewhere.acquire_lease(db.search_id, _other_host())
     with pytest.raises(LeaseHeldError, match="pid .* on host elsewhere"):
-        open_storage(url).acquire_lease(sid, DriverId.current(), timeout_s=60)
-    _age_heartbeat(url, 61)
-    me = DriverId.current()
-    assert open_storage(url).acquire_lease(sid, me, timeout_s=60).holder.host == "elsewhere"
-    assert open_storage(url, read_only=True).get_search("s").lease.holder == me
+        db.open().acquire_lease(db.search_id, DriverId.current(), timeout_s=60)
+    time.sleep(0.2)  # the holder's heartbeat, stored in the database, is now 0.2 s old
+    me, mine = DriverId.current(), db.open()
+    assert mine.acquire_lease(db.search_id, me, timeout_s=0.1).holder.host == "elsewhere"
+    assert db.open(read_only=True).get_search("s").lease.holder == me
+    with pytest.raises(LeaseLostError, match="now held by pid"):
+        elsewhere.renew_lease(db.search_id, _other_host())
+    mine.set_stage(db.arch_id, "complete")
+
+
+def test_a_stale_heartbeat_of_the_default_timeout_is_taken_over(db):
+    if db.url == "sqlite://":
+        pytest.skip("the heartbeat is aged by a second connection, which an in-memory database cannot have")
+    db.open().acquire_lease(db.search_id, _other_host())
+    _age_heartbeat(db.url, 59)
+    with pytest.raises(LeaseHeldError, match="last heartbeat 59 s ago"):
+        db.open().acquire_lease(db.search_id, DriverId.current())
+    _age_heartbeat(db.url, 61)
+    assert db.open().acquire_lease(db.search_id, DriverId.current()).holder.host == "elsewhere"
 
 
 def test_take_over_fences_every_write_of_the_loser(db):
-    url, sid, arch_id = db
-    loser, winner = open_storage(url), open_storage(url)
+    loser, winner = db.open(), db.open()
+    sid, arch_id = db.search_id, db.arch_id
     old, new = DriverId.current(), DriverId.current()
     loser.acquire_lease(sid, old)
     ev = loser.add_evaluation(arch_id, "arithmetic", {"lr": 1}, "init")
     loser.mark_running(ev.id, "w")
     assert winner.acquire_lease(sid, new, take_over=True).holder == old
-    reader = open_storage(url, read_only=True)
+    if loser is winner:  # in memory, the one storage object now writes for the winner
+        loser.set_stage(arch_id, "complete")
+        with pytest.raises(LeaseLostError, match=f"now held by pid {os.getpid()}"):
+            loser.renew_lease(sid, old)
+        assert not loser.release_lease(sid, old) and loser.get_search("s").lease.holder == new
+        return
+    reader = db.open(read_only=True)
     before = reader.evaluations(), reader.list_architectures(sid)
     writes = [
         lambda: loser.add_evaluation(arch_id, "arithmetic", {"lr": 2}, "init"),
+        lambda: loser.add_architecture(sid, name="b", graph_json="{}", structural_hash="h2", fingerprint=None,
+                                       parent_id=arch_id, mutation=None, origin="mutant", stage="new"),
         lambda: loser.set_stage(arch_id, "complete"),
+        lambda: loser.mark_running(ev.id, "w2"),
+        lambda: loser.record_result(ev.id, {"metric": 1, "valid": 1, "test": 1, "epochs": 1, "seconds": 1,
+                                            "params": 1, "diverged": False}),
         lambda: loser.record_failure(ev.id, "late"),
         lambda: loser.update_search(sid, status="stopped"),
+        lambda: loser.freeze_normalizers(sid, {"arithmetic": 1.0}),
         lambda: loser.add_counts(sid, {"proposed": 1}),
         lambda: loser.requeue_running(sid),
         lambda: loser.renew_lease(sid, old),
@@ -119,25 +168,24 @@ def test_take_over_fences_every_write_of_the_loser(db):
         with pytest.raises(LeaseLostError, match=f"now held by pid {os.getpid()}"):
             write()
     assert (reader.evaluations(), reader.list_architectures(sid)) == before
-    assert reader.get_search("s").status == "running" and reader.get_search("s").counters == {}
+    search = reader.get_search("s")
+    assert search.status == "running" and search.counters == {} and search.normalizers is None
     assert not loser.release_lease(sid, old)  # releasing what it no longer holds changes nothing
     assert reader.get_search("s").lease.holder == new
     winner.set_stage(arch_id, "complete")
 
 
 def test_a_released_lease_is_free(db):
-    url, sid, arch_id = db
-    storage, me = open_storage(url), DriverId.current()
-    storage.acquire_lease(sid, me)
-    assert storage.release_lease(sid, me)
+    storage, me = db.open(), DriverId.current()
+    storage.acquire_lease(db.search_id, me)
+    assert storage.release_lease(db.search_id, me)
     assert storage.get_search("s").lease is None
-    storage.set_stage(arch_id, "complete")  # no lease, no fence
-    assert open_storage(url).acquire_lease(sid, DriverId.current()) is None
+    storage.set_stage(db.arch_id, "complete")  # no lease, no fence
+    assert db.open().acquire_lease(db.search_id, DriverId.current()) is None
 
 
 def test_counters_change_only_with_their_rows(db):
-    url, sid, arch_id = db
-    storage = open_storage(url)
+    storage, sid, arch_id = db.open(), db.search_id, db.arch_id
     added = dict(name="b", graph_json="{}", structural_hash="h2", fingerprint=None, parent_id=arch_id,
                  mutation=None, origin="mutant", stage="filter#1", count={"proposed": 1})
     assert storage.add_architecture(sid, **added)[1]
@@ -151,8 +199,8 @@ def test_counters_change_only_with_their_rows(db):
 
 
 def test_of_two_drivers_racing_for_a_free_lease_exactly_one_wins(db):
-    url, sid, _ = db
-    storages = [open_storage(url), open_storage(url)]
+    storages = [db.open(), db.open()]  # in memory: one object shared by the two threads
+    sid = db.search_id
     for _ in range(10):
         drivers = [DriverId.current(), DriverId.current()]
         barrier, outcomes = threading.Barrier(2), [None, None]
@@ -164,13 +212,15 @@ def test_of_two_drivers_racing_for_a_free_lease_exactly_one_wins(db):
                 outcomes[i] = "won"
             except LeaseHeldError:
                 outcomes[i] = "refused"
+            except Exception as e:  # noqa: BLE001 (any other outcome fails the test below)
+                outcomes[i] = f"{type(e).__name__}: {e}"
 
         threads = [threading.Thread(target=race, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(outcomes) == ["refused", "won"]
+        assert sorted(outcomes) == ["refused", "won"], outcomes
         winner = outcomes.index("won")
         assert storages[winner].get_search("s").lease.holder == drivers[winner]
         assert storages[winner].release_lease(sid, drivers[winner])

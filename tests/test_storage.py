@@ -37,10 +37,16 @@ def backend_url(backend: str, tmp_path, request) -> str:
     return request.getfixturevalue("postgres_server").new_database()
 
 
-# The storage contract: every test that takes this fixture runs on each back-end.
 @pytest.fixture(params=BACKENDS)
-def storage(request, tmp_path):
-    st = open_storage(backend_url(request.param, tmp_path, request))
+def storage_url(request, tmp_path) -> str:
+    """A fresh, empty database of each back-end in turn."""
+    return backend_url(request.param, tmp_path, request)
+
+
+# The storage contract: every test that takes this fixture runs on each back-end.
+@pytest.fixture
+def storage(storage_url):
+    st = open_storage(storage_url)
     yield st
     st.close()
 

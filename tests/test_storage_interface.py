@@ -30,7 +30,7 @@ from archsearch.storage import (
 from archsearch.storage._checks import NewArchitecture, TrainerResult
 from archsearch.storage._lease import holder_gone
 from archsearch.storage._records import from_json, utcnow
-from test_storage import TASKS, _populate_leaderboard, postgres_server, storage  # noqa: F401 (fixtures)
+from test_storage import TASKS, _populate_leaderboard, postgres_server, storage, storage_url  # noqa: F401 (fixtures)
 
 
 class DictStorage(LeaderboardStorage):

@@ -180,8 +180,8 @@ def prepare_schema(engine: Engine, display: str, read_only: bool) -> None:
     try:
         with engine.begin() as conn:
             _check_or_create(conn, display, read_only)
-        if engine.dialect.name == "sqlite" and not read_only:
-            _enable_wal(engine, display)
+        if engine.dialect.name == "sqlite" and not read_only and not isinstance(engine.pool, StaticPool):
+            _enable_wal(engine, display)  # a file (in memory, SQLite keeps journal mode "memory")
     except StorageError:
         raise
     except (SQLAlchemyError, OSError) as e:

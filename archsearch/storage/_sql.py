@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import case, func, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from archsearch.errors import LeaseHeldError, LeaseLostError, SearchExistsError, StorageError
 from archsearch.storage._base import LeaderboardStorage
@@ -130,6 +132,8 @@ class SQLStorage(LeaderboardStorage):
         self._fence: tuple[int, str] | None = None  # (search id, lease token) every write checks
         self._engine, self._display = open_engine(url, read_only)
         self._sessionmaker = sessionmaker(bind=self._engine, expire_on_commit=False)
+        # An in-memory SQLite database is one connection: threads take turns with it.
+        self._one_connection = threading.RLock() if isinstance(self._engine.pool, StaticPool) else None
         try:
             prepare_schema(self._engine, self._display, read_only)
         except BaseException:
@@ -151,18 +155,19 @@ class SQLStorage(LeaderboardStorage):
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
         """One transaction: commit on success, roll back on any error, always close."""
-        session = self._sessionmaker()
-        try:
-            yield session
-            session.commit()
-        except SQLAlchemyError as e:
-            session.rollback()
-            raise StorageError(f"database error on {self._display}: {error_text(e)}") from e
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self._one_connection or contextlib.nullcontext():
+            session = self._sessionmaker()
+            try:
+                yield session
+                session.commit()
+            except SQLAlchemyError as e:
+                session.rollback()
+                raise StorageError(f"database error on {self._display}: {error_text(e)}") from e
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
