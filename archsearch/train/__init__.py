@@ -27,8 +27,8 @@ from archsearch.train._config import (
 # Settings and configs above are torch-free, so that reading a search database (leaderboard,
 # report, show --db) never pays for importing torch; the training names load on first use.
 _LAZY = {
-    "BatchedSequenceModel": "_batched", "group_compatible": "_batched", "train_batched": "_batched",
-    "batchify": "_loop", "evaluate": "_loop", "train": "_loop", "train_model": "_loop",
+    "BatchedSequenceModel": "_batched", "batchify": "_batched", "group_compatible": "_batched",
+    "evaluate": "_loop", "train": "_loop", "train_batched": "_loop", "train_model": "_loop",
     "SequenceModel": "_model", "build_model": "_model", "cell_param_count": "_model",
     "model_param_count": "_model", "units_for_budget": "_model",
 }  # fmt: skip

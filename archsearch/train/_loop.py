@@ -1,120 +1,147 @@
-"""The paper's training procedure (§3.5-3.7), as one function that reads top to bottom.
+"""The paper's training procedure (§3.5-3.7), written once for K settings of one cell.
 
 Minibatch 20 lanes, unroll 35 steps, hidden state carried from window to window
 along each lane; plain SGD on the loss summed over time and averaged over the
 minibatch; gradient-norm clipping; the search (or music) learning-rate schedule.
 A NaN, infinite or huge (> ``DIVERGED_LOSS``) loss ends the run as *diverged*: a result, not an exception.
+
+:func:`train_settings` runs K settings as K slices of one model (each with its own
+learning rate, clipping norm, init, data seed, schedule and early stop; see
+:mod:`archsearch.train._batched`); one setting is K=1 and runs the plain model.
+:func:`train_model`, :func:`train` and :func:`train_batched` are its three faces.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archsearch.errors import ArchsearchError
+from archsearch.errors import ArchsearchError, HyperParameterError
 from archsearch.ir import Cell, Op
 from archsearch.tasks import Metric
+from archsearch.train._batched import (
+    Batches,
+    BatchedSequenceModel,
+    OneSlice,
+    Stacked,
+    group_compatible,
+    map_state,
+    slice_model,
+    stack_batches,
+    stack_streams,
+)
 from archsearch.train._config import HyperParams, LRSchedule, TrainConfig, TrainResult
 from archsearch.train._model import SequenceModel, build_model
 
 EpochCallback = Callable[[dict], None]
-
-
-@dataclass
-class Batches:
-    """A stream cut into lanes: time-major tensors (N/B, B[, K])."""
-
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    mask: torch.Tensor
-
-    def windows(self, unroll: int):
-        for start in range(0, self.inputs.shape[0], unroll):
-            end = start + unroll
-            yield self.inputs[start:end], self.targets[start:end], self.mask[start:end]
-
-
-def batchify(stream, batch_size: int, device: torch.device | str) -> Batches:
-    """Lay the stream out as ``batch_size`` parallel lanes (the tail that does not fit is dropped)."""
-    n = len(stream) // batch_size
-    if n < 1:
-        raise ArchsearchError(f"stream of {len(stream)} positions is shorter than one minibatch of {batch_size}")
-
-    def lanes(a: np.ndarray) -> torch.Tensor:
-        a = a[: n * batch_size].reshape(batch_size, n, *a.shape[1:])  # (B, N/B[, K])
-        return torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))).to(device)  # (N/B, B[, K])
-
-    return Batches(lanes(stream.inputs), lanes(stream.targets), lanes(stream.mask.astype(np.float32)))
-
-
-def _per_position_loss(logits: torch.Tensor, targets: torch.Tensor, symbols: bool) -> torch.Tensor:
-    """NLL of every position, (T, B): cross-entropy, or Bernoulli NLL summed over the keys."""
-    if symbols:
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
-    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(-1)
-
+BatchedEpochCallback = Callable[[int, dict], None]
+SlicedModel = BatchedSequenceModel | OneSlice
 
 DIVERGED_LOSS = 1e6  # a window's loss (summed over time, mean over the minibatch) above this has diverged
 # (PTB starts near 35 x ln(10000) = 322, music near 35 x 88 x ln 2 = 2135; a finite 1e31 is a blow-up, not learning)
 
 
+# ---------------------------------------------------------------- loss, step, evaluation
 def loss_is_sane(loss: torch.Tensor) -> torch.Tensor | bool:
-    """Whether a window's loss (a scalar, or one per batched slice) is finite and at most ``DIVERGED_LOSS``."""
+    """Whether a window's loss (a scalar, or one per slice) is finite and at most ``DIVERGED_LOSS``."""
     ok = torch.isfinite(loss) & (loss <= DIVERGED_LOSS)
     return bool(ok) if ok.dim() == 0 else ok
 
 
-def _detach(state):
-    return tuple(s.detach() for s in state)
+def _per_position_loss(logits: torch.Tensor, targets: torch.Tensor, symbols: bool) -> torch.Tensor:
+    """NLL of every position, (K, T, B): cross-entropy, or Bernoulli NLL summed over the keys."""
+    if symbols:
+        return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(-1)
 
 
-def train_epoch(model: SequenceModel, data: Batches, lr: float, max_grad_norm: float, unroll: int) -> float | None:
-    """One pass of truncated BPTT with SGD; returns the mean training NLL, or None if it diverged."""
+def _sgd_step(model: SlicedModel, lr: torch.Tensor, max_norm: torch.Tensor) -> None:
+    """Gradient-norm clipping with one norm per slice (``clip_grad_norm_``'s formula and rounding), then SGD."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    k = len(lr)
+    with torch.no_grad():
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.reshape(k, -1), dim=1) for p in params])  # (P, K)
+        total = torch.linalg.vector_norm(norms, dim=0)  # (K,)
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for p in params:
+            shape = (k, *[1] * (p.dim() - 1)) if p.dim() else ()
+            p.grad.mul_(coef.view(shape))
+            p.addcmul_(p.grad, (-lr).view(shape))  # = p.add_(grad, alpha=-lr), per slice
+
+
+def _train_epoch(model: SlicedModel, data: Stacked, lr: torch.Tensor, max_norm: torch.Tensor, unroll: int,
+                 batch_size: int) -> tuple[SlicedModel, list[float | None]]:
+    """One truncated-BPTT pass for every slice.
+
+    Returns (model, per-slice mean training NLL, ``None`` for a slice that diverged).
+    A slice whose loss turns non-finite is dropped at once and the window is run again
+    without it, so no update ever sees its loss.
+    """
     model.train()
-    state, total, count = None, 0.0, 0.0
-    batch_size = data.inputs.shape[1]
-    for x, y, m in data.windows(unroll):
-        logits, state = model(x, state)
-        nll = _per_position_loss(logits, y, model.symbols) * m  # (T, B)
-        loss = nll.sum() / batch_size  # summed over time, averaged over the minibatch (paper §3.7)
-        if not loss_is_sane(loss):
-            return None
+    k = model.k
+    alive = list(range(k))  # original index of every slice still in ``model``
+    totals, counts, diverged = [0.0] * k, [0.0] * k, [False] * k
+    state, start, length = None, 0, data.inputs.shape[1]
+    while start < length:
+        x, y, m = (t[:, start : start + unroll] for t in data.tensors())
+        logits, new_state = model(x, state)
+        nll = _per_position_loss(logits, y, model.symbols) * m  # (K, T, B)
+        loss = nll.flatten(1).sum(1) / batch_size  # (K,): summed over time, averaged over the minibatch (§3.7)
+        finite = loss_is_sane(loss).tolist()
+        if not all(finite):
+            keep = [j for j, ok in enumerate(finite) if ok]
+            for j, ok in enumerate(finite):
+                diverged[alive[j]] = diverged[alive[j]] or not ok
+            if not keep:
+                break
+            alive = [alive[j] for j in keep]
+            model, data = model.select(keep), data.select(keep)
+            lr, max_norm = lr[keep], max_norm[keep]
+            state = None if state is None else map_state(lambda s: s[keep], state)
+            continue  # the same window again, without the diverged slices
         model.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-lr)
-        state = _detach(state)
-        total += float(nll.detach().sum())
-        count += float(m.sum())
-    return total / max(count, 1.0)
+        loss.sum().backward()  # slices share nothing, so each gets the gradient of its own loss
+        _sgd_step(model, lr, max_norm)
+        state = map_state(torch.Tensor.detach, new_state)
+        sums, cnts = nll.detach().flatten(1).sum(1).tolist(), m.flatten(1).sum(1).tolist()
+        for j, orig in enumerate(alive):
+            totals[orig] += sums[j]
+            counts[orig] += cnts[j]
+        start += unroll
+    return model, [None if diverged[i] else totals[i] / max(counts[i], 1.0) for i in range(k)]
 
 
 @torch.no_grad()
-def evaluate(model: SequenceModel, data: Batches, metric: Metric) -> float:
-    """The task's metric on a stream: from the argmax predictions (accuracy) or from the NLL per scored position."""
+def _evaluate(model: SlicedModel, data: Stacked, metric: Metric) -> list[float]:
+    """The task's metric per slice: from the argmax predictions (accuracy) or from the NLL per scored position.
+
+    No truncation is needed without gradients: one pass over each slice's lanes.
+    """
     model.eval()
-    logits, _ = model(data.inputs)  # no truncation needed without gradients: one pass over the lanes
+    logits, _ = model(data.inputs)
     mask = data.mask
+    scored = mask.flatten(1).sum(1).clamp(min=1)
     if metric.from_predictions:
         correct = (logits.argmax(-1) == data.targets).to(mask.dtype) * mask
-        return float(correct.sum() / mask.sum().clamp(min=1))
-    nll = float((_per_position_loss(logits, data.targets, model.symbols) * mask).sum() / mask.sum().clamp(min=1))
-    return metric.from_nll(nll)
+        return (correct.flatten(1).sum(1) / scored).tolist()
+    nll = ((_per_position_loss(logits, data.targets, model.symbols) * mask).flatten(1).sum(1) / scored).tolist()
+    return [metric.from_nll(v) for v in nll]
 
 
+def evaluate(model: SequenceModel, data: Batches, metric: Metric) -> float:
+    """The task's metric of ``model`` on a batchified stream (see :func:`archsearch.train.batchify`)."""
+    return _evaluate(OneSlice(model), stack_batches([data]), metric)[0]
+
+
+# ---------------------------------------------------------------- the schedule
 @dataclass
 class Schedule:
-    """The learning-rate schedules of §3.6 as one small state machine (shared with the batched trainer).
+    """The learning-rate schedules of §3.6 as one small state machine.
 
     ``search``: after ``patience`` epochs without improvement, halve the lr every epoch for
     ``decay_epochs`` more epochs, then stop. ``music``: x0.8 after 10 bad epochs (counter reset),
@@ -161,6 +188,154 @@ class Schedule:
         return False
 
 
+@dataclass
+class _Run:
+    """Everything the procedure keeps per setting (one slice)."""
+
+    hp: HyperParams
+    seed: int
+    schedule: Schedule
+    best_weights: dict | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False
+
+    def end_of_epoch(self, epoch: int, loss: float | None, value: float | None) -> tuple[bool, bool]:
+        """Record the epoch and run the schedule (paper §3.6); returns (improved, stop)."""
+        if loss is None or value is None or not math.isfinite(value):
+            self.diverged = True
+            return False, True
+        self.history.append({"epoch": epoch + 1, "loss": loss, "valid": value, "lr": self.schedule.lr})
+        return self.schedule.update(value)
+
+
+# ---------------------------------------------------------------- the procedure
+def train_settings(
+    cell: Cell,
+    task,
+    hps: list[HyperParams],
+    config: TrainConfig = TrainConfig(),
+    seeds: list[int] | None = None,
+    device: str = "cpu",
+    on_epoch: BatchedEpochCallback | None = None,
+) -> tuple[list[TrainResult], SlicedModel]:
+    """Train ``cell`` on ``task`` with K settings at once, as K slices of one model.
+
+    Returns one result per setting and the model, holding the best weights of the slices that
+    finished (in order), or as it stopped if none did. See :func:`train_batched` for the arguments.
+    """
+    # ---------------------------------------------------------------- setup
+    seeds = list(range(len(hps))) if seeds is None else list(seeds)
+    if not hps:
+        raise HyperParameterError("no settings to train")
+    if len(seeds) != len(hps):
+        raise HyperParameterError(f"got {len(hps)} settings but {len(seeds)} seeds")
+    if len(hps) > 1 and len(group_compatible(hps, cell, task, config)) != 1:
+        raise HyperParameterError("batched settings must share layers and units; split them with group_compatible()")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ArchsearchError("--device cuda was requested but CUDA is not available on this machine")
+    started = time.perf_counter()
+    task = task.with_difficulty(config.difficulty)
+    models = []
+    for hp, seed in zip(hps, seeds):  # slice k gets the weights of the plain model built under seed k
+        torch.manual_seed(seed)
+        budget = max(1, round(hp.params * config.param_scale))
+        models.append(build_model(cell, task, budget, hp.layers, hp.init_scale, config.min_units).to(device))
+    n_params = [sum(p.numel() for p in m.parameters()) for m in models]
+    units = models[0].cells.hidden_size
+    model = slice_model(models)
+    del models
+    metric = Metric(task.metric)
+    runs = [_Run(hp, seed, Schedule(hp.lr, metric, config)) for hp, seed in zip(hps, seeds)]
+    eval_len = config.valid_positions if task.synthetic else config.eval_corpus_positions
+    valid = stack_streams([task.stream("valid", s, eval_len) for s in seeds], config.batch_size, device)
+    anneal = config.anneal_slope and any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
+    dtype = next(model.parameters()).dtype
+    active = list(range(len(hps)))  # slices still training; ``model`` holds exactly these, in this order
+
+    # ---------------------------------------------------------------- epochs
+    for epoch in range(config.epoch_limit):
+        if not active:
+            break
+        if anneal:  # HM-LSTM slope annealing: a = min(5, 1 + 0.04 epoch)
+            model.set_slope(min(5.0, 1.0 + 0.04 * epoch))
+        train_len = config.epoch_positions if task.synthetic else config.corpus_positions
+        streams = [  # synthetic tasks: fresh examples every epoch
+            task.stream("train", runs[i].seed * 1_000_003 + epoch if task.synthetic else runs[i].seed, train_len)
+            for i in active
+        ]
+        data = stack_streams(streams, config.batch_size, device)
+        lr = torch.tensor([runs[i].schedule.lr for i in active], dtype=dtype, device=device)
+        max_norm = torch.tensor([runs[i].hp.max_grad_norm for i in active], dtype=dtype, device=device)
+        model, losses = _train_epoch(model, data, lr, max_norm, config.unroll, config.batch_size)
+        survivors = [j for j, loss in enumerate(losses) if loss is not None]
+        values: list[float | None] = [None] * len(active)
+        if survivors:  # ``model`` already dropped the diverged slices: it holds ``survivors`` in order
+            for j, v in zip(survivors, _evaluate(model, valid.select([active[j] for j in survivors]), metric)):
+                values[j] = v
+        keep = []
+        for j, i in enumerate(active):
+            improved, stop = runs[i].end_of_epoch(epoch, losses[j], values[j])  # (paper §3.6)
+            if improved:
+                runs[i].best_weights = model.slice_state(survivors.index(j))
+            if on_epoch is not None and not runs[i].diverged:
+                on_epoch(i, {**runs[i].history[-1], "seconds": time.perf_counter() - started})
+            if not stop:
+                keep.append(j)
+        if keep and len(keep) != len(survivors):
+            model = model.select([survivors.index(j) for j in keep])
+        active = [active[j] for j in keep]
+
+    # ---------------------------------------------------------------- results
+    finished = [i for i, r in enumerate(runs) if not r.diverged and r.best_weights is not None]
+    tests: dict[int, float] = {}
+    if finished:
+        model = model.select([0] * len(finished))  # any slice gives the shapes; every slice is overwritten
+        model.load_slices([runs[i].best_weights for i in finished])
+        test = stack_streams([task.stream("test", runs[i].seed, eval_len) for i in finished], config.batch_size, device)
+        tests = dict(zip(finished, _evaluate(model, test, metric)))
+    seconds = (time.perf_counter() - started) / len(hps)
+    results = []
+    for i, r in enumerate(runs):
+        common = dict(task=task.name, epochs=len(r.history), seconds=seconds, params=n_params[i], units=units,
+                      metric_name=metric.value, final_lr=r.schedule.lr, history=r.history)
+        if i not in tests:
+            results.append(TrainResult(metric=0.0, valid=float("nan"), test=float("nan"), diverged=True, **common))
+            continue
+        best = r.schedule.best
+        results.append(TrainResult(metric=metric.score(best), valid=best, test=tests[i],
+                                   perplexity=metric.perplexity(best), **common))
+    return results, model
+
+
+def train_batched(
+    cell: Cell,
+    task,
+    hps: list[HyperParams],
+    config: TrainConfig = TrainConfig(),
+    seeds: list[int] | None = None,
+    device: str = "cpu",
+    on_epoch: BatchedEpochCallback | None = None,
+) -> list[TrainResult]:
+    """Train ``cell`` on ``task`` with K settings at once; result k equals ``train_model(..., hps[k], seed=seeds[k])``.
+
+    Args:
+        cell: a validated cell graph.
+        task: an ``archsearch.tasks.Task``.
+        hps: the K settings; they must give the same (layers, units) (see :func:`group_compatible`).
+        config: batch, unroll, epoch sizes and schedule (shared by all slices).
+        seeds: one seed per setting (default ``0, 1, ..., K-1``): slice k draws the weights and data of that seed.
+        device: ``"cpu"`` or ``"cuda"``.
+        on_epoch: called as ``on_epoch(k, info)`` after every epoch of slice k.
+
+    ``TrainResult.seconds`` is the group's wall time divided by K (the cost per setting).
+
+    Raises:
+        HyperParameterError: the settings do not share (layers, units), or seeds do not match hps.
+        ArchsearchError: the device is not available or the data is too short.
+    """
+    return train_settings(cell, task, hps, config, seeds, device, on_epoch)[0] if hps else []
+
+
 def train_model(
     cell: Cell,
     task,
@@ -185,58 +360,9 @@ def train_model(
     Raises:
         ArchsearchError: the device is not available or the data is too short.
     """
-    # ---------------------------------------------------------------- setup
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ArchsearchError("--device cuda was requested but CUDA is not available on this machine")
-    started = time.perf_counter()
-    task = task.with_difficulty(config.difficulty)
-    torch.manual_seed(seed)
-    budget = max(1, round(hp.params * config.param_scale))
-    model = build_model(cell, task, budget, hp.layers, hp.init_scale, config.min_units).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    units = model.cells.hidden_size
-    eval_len = config.valid_positions if task.synthetic else config.eval_corpus_positions
-    valid = batchify(task.stream("valid", seed, eval_len), config.batch_size, device)
-    anneal = config.anneal_slope and any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
-    max_epochs = config.epoch_limit
-    metric = Metric(task.metric)
-    schedule = Schedule(hp.lr, metric, config)
-    best_weights, history = None, []
-    diverged = False
-    # ---------------------------------------------------------------- epochs
-    for epoch in range(max_epochs):
-        if anneal:  # HM-LSTM slope annealing: a = min(5, 1 + 0.04 epoch)
-            model.cells.set_slope(min(5.0, 1.0 + 0.04 * epoch))
-        train_len = config.epoch_positions if task.synthetic else config.corpus_positions
-        data_seed = seed * 1_000_003 + epoch if task.synthetic else seed  # fresh examples every epoch
-        train_data = batchify(task.stream("train", data_seed, train_len), config.batch_size, device)
-        loss = train_epoch(model, train_data, schedule.lr, hp.max_grad_norm, config.unroll)
-        value = None if loss is None else evaluate(model, valid, metric)
-        if loss is None or not math.isfinite(value):
-            diverged = True
-            break
-        history.append({"epoch": epoch + 1, "loss": loss, "valid": value, "lr": schedule.lr})
-        if on_epoch is not None:
-            on_epoch({**history[-1], "seconds": time.perf_counter() - started})
-        improved, stop = schedule.update(value)  # (paper §3.6)
-        if improved:
-            best_weights = copy.deepcopy(model.state_dict())
-        if stop:
-            break
-
-    # ---------------------------------------------------------------- result
-    seconds = time.perf_counter() - started
-    common = dict(task=task.name, epochs=len(history), seconds=seconds, params=n_params, units=units,
-                  metric_name=metric.value, final_lr=schedule.lr, history=history)
-    if diverged or best_weights is None:
-        return TrainResult(metric=0.0, valid=float("nan"), test=float("nan"), diverged=True, **common), model
-    model.load_state_dict(best_weights)
-    test = batchify(task.stream("test", seed, eval_len), config.batch_size, device)
-    test_value = evaluate(model, test, metric)
-    best = schedule.best
-    result = TrainResult(metric=metric.score(best), valid=best, test=test_value, perplexity=metric.perplexity(best),
-                         **common)
-    return result, model
+    callback = None if on_epoch is None else lambda _, info: on_epoch(info)
+    (result,), model = train_settings(cell, task, [hp], config, [seed], device, callback)
+    return result, model.model
 
 
 def train(cell: Cell, task, hp: HyperParams, config: TrainConfig = TrainConfig(), **kwargs) -> TrainResult:
