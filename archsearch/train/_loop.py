@@ -60,6 +60,11 @@ def _per_position_loss(logits: torch.Tensor, targets: torch.Tensor, symbols: boo
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(-1)
 
 
+def _slice_sums(t: torch.Tensor) -> torch.Tensor:
+    """Sum of each slice of ``t`` (K, ...), reduced as a whole tensor of its own (the same rounding at any K)."""
+    return torch.stack([s.sum() for s in t])
+
+
 def _sgd_step(model: SlicedModel, lr: torch.Tensor, max_norm: torch.Tensor) -> None:
     """Gradient-norm clipping with one norm per slice (``clip_grad_norm_``'s formula and rounding), then SGD."""
     params = [p for p in model.parameters() if p.grad is not None]
@@ -67,7 +72,7 @@ def _sgd_step(model: SlicedModel, lr: torch.Tensor, max_norm: torch.Tensor) -> N
     with torch.no_grad():
         norms = torch.stack([torch.linalg.vector_norm(p.grad.reshape(k, -1), dim=1) for p in params])  # (P, K)
         total = torch.linalg.vector_norm(norms, dim=0)  # (K,)
-        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        coef = ((total + 1e-6).reciprocal() * max_norm).clamp(max=1.0)  # max_norm / (total + 1e-6), as torch rounds it
         for p in params:
             shape = (k, *[1] * (p.dim() - 1)) if p.dim() else ()
             p.grad.mul_(coef.view(shape))
@@ -91,7 +96,7 @@ def _train_epoch(model: SlicedModel, data: Stacked, lr: torch.Tensor, max_norm: 
         x, y, m = (t[:, start : start + unroll] for t in data.tensors())
         logits, new_state = model(x, state)
         nll = _per_position_loss(logits, y, model.symbols) * m  # (K, T, B)
-        loss = nll.flatten(1).sum(1) / batch_size  # (K,): summed over time, averaged over the minibatch (§3.7)
+        loss = _slice_sums(nll) / batch_size  # (K,): summed over time, averaged over the minibatch (§3.7)
         finite = loss_is_sane(loss).tolist()
         if not all(finite):
             keep = [j for j, ok in enumerate(finite) if ok]
@@ -108,7 +113,7 @@ def _train_epoch(model: SlicedModel, data: Stacked, lr: torch.Tensor, max_norm: 
         loss.sum().backward()  # slices share nothing, so each gets the gradient of its own loss
         _sgd_step(model, lr, max_norm)
         state = map_state(torch.Tensor.detach, new_state)
-        sums, cnts = nll.detach().flatten(1).sum(1).tolist(), m.flatten(1).sum(1).tolist()
+        sums, cnts = _slice_sums(nll.detach()).tolist(), _slice_sums(m).tolist()
         for j, orig in enumerate(alive):
             totals[orig] += sums[j]
             counts[orig] += cnts[j]
@@ -125,11 +130,11 @@ def _evaluate(model: SlicedModel, data: Stacked, metric: Metric) -> list[float]:
     model.eval()
     logits, _ = model(data.inputs)
     mask = data.mask
-    scored = mask.flatten(1).sum(1).clamp(min=1)
+    scored = _slice_sums(mask).clamp(min=1)
     if metric.from_predictions:
         correct = (logits.argmax(-1) == data.targets).to(mask.dtype) * mask
-        return (correct.flatten(1).sum(1) / scored).tolist()
-    nll = ((_per_position_loss(logits, data.targets, model.symbols) * mask).flatten(1).sum(1) / scored).tolist()
+        return (_slice_sums(correct) / scored).tolist()
+    nll = (_slice_sums(_per_position_loss(logits, data.targets, model.symbols) * mask) / scored).tolist()
     return [metric.from_nll(v) for v in nll]
 
 
