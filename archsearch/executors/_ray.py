@@ -44,7 +44,7 @@ from typing import Any, Callable
 import ray
 
 from archsearch.executors._base import EvalJob, EvalOutcome, Executor, GroupJob
-from archsearch.executors._work import run_group_safely, run_job_safely
+from archsearch.executors._work import limit_threads, run_group_safely, run_job_safely
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,7 @@ def _preamble(jobs: tuple[EvalJob, ...], tracker: Any, shipped: tuple | None, to
         except Exception as e:  # noqa: BLE001 - the tracker only feeds the progress view
             log.debug("tracker unavailable: %s", e)
     if torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(torch_threads)
+        limit_threads(torch_threads)
         jobs = tuple(_with_node_data(j, shipped) for j in jobs)
     return _Where(node_ip, node_id, worker, attempt), jobs
 

@@ -12,6 +12,30 @@ from archsearch.executors._base import EvalJob, EvalOutcome, GroupJob
 log = logging.getLogger(__name__)
 
 
+def limit_threads(threads: int) -> None:
+    """Run torch in this worker on exactly ``threads`` CPU threads (intra-op; inter-op too while torch allows it).
+
+    Every worker sets this at the start of each job: torch's count is per process, so a worker that
+    trusted its default (one thread per core) would share the cores with every other worker and job.
+    """
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != threads:
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # only possible before the process's first inter-op work (nothing here uses it)
+            pass
+
+
+def _observed(results: list[dict]) -> list[dict]:
+    """Results with the torch threads the worker trained on (stored with each evaluation)."""
+    import torch
+
+    return [{**r, "torch_threads": torch.get_num_threads()} for r in results]
+
+
 def run_job(job: EvalJob) -> dict:
     """Train the job's cell and return the result dict (raises on errors)."""
     from archsearch.compiler import set_cache_size
@@ -25,7 +49,7 @@ def run_job(job: EvalJob) -> dict:
     task = get_task(job.task, job.data_dir)
     config = TrainConfig(**job.train_config)
     result = train(cell, task, HyperParams.from_dict(job.hparams), config, seed=job.seed, device=job.device)
-    return result.to_dict()
+    return _observed([result.to_dict()])[0]
 
 
 def worker_name() -> str:
@@ -62,7 +86,7 @@ def run_group(group: GroupJob) -> list[dict]:
         [HyperParams.from_dict(j.hparams) for j in group.jobs], TrainConfig(**first.train_config),
         seeds=[j.seed for j in group.jobs], device=first.device,
     )
-    return [{**r.to_dict(), "batched": len(group.jobs)} for r in results]
+    return _observed([{**r.to_dict(), "batched": len(group.jobs)} for r in results])
 
 
 def run_group_safely(group: GroupJob, worker: str | None = None) -> list[EvalOutcome]:
