@@ -1,4 +1,4 @@
-"""Batched training: each slice of the stacked model equals the plain model's run (K=1); diverging slices stay contained."""
+"""Batched training of K settings: each slice equals the unbatched trainer; diverging slices stay contained."""
 
 from __future__ import annotations
 
