@@ -166,8 +166,8 @@ class DictStorage(LeaderboardStorage):
             raise StorageError(f"architecture name {new.name!r} is already used in search {new.search_id} "
                                f"by another graph (id {named.id})")
         fields = {f.name: getattr(new, f.name) for f in dataclasses.fields(new) if f.name != "mutation_json"}
-        record = ArchitectureRecord(id=next(self._ids["architecture"]), mutation=from_json(new.mutation_json), created=utcnow(),
-                                    **fields)
+        record = ArchitectureRecord(id=next(self._ids["architecture"]), mutation=from_json(new.mutation_json),
+                                    created=utcnow(), **fields)
         self.architectures[record.id] = record
         self._bump(new.search_id, count)
         return record, True
@@ -202,10 +202,10 @@ class DictStorage(LeaderboardStorage):
                for e in self.evaluation_rows.values()):
             return None
         record = EvaluationRecord(
-            id=next(self._ids["evaluation"]), architecture_id=architecture_id, task=task, hparams=from_json(hparams_json),
-            hparams_hash=key, purpose=purpose, status="queued", metric=None, valid=None, test=None, result=None,
-            epochs=None, seconds=None, params=None, diverged=False, worker=None, error=None, attempts=0,
-            created=utcnow(), finished=None,
+            id=next(self._ids["evaluation"]), architecture_id=architecture_id, task=task,
+            hparams=from_json(hparams_json), hparams_hash=key, purpose=purpose, status="queued", metric=None,
+            valid=None, test=None, result=None, epochs=None, seconds=None, params=None, diverged=False, worker=None,
+            error=None, attempts=0, created=utcnow(), finished=None,
         )  # fmt: skip
         self.evaluation_rows[record.id] = record
         self._bump(arch.search_id, count)
