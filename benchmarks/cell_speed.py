@@ -1,7 +1,8 @@
 """Train-step speed of compiled cells against nn.LSTM / nn.GRU and a naive per-node interpreter.
 
 Usage:
-    python benchmarks/cell_speed.py                      # the README table (1 thread)
+    python benchmarks/cell_speed.py                      # the README table (1 thread, H=200)
+    python benchmarks/cell_speed.py --hidden 64 200 --threads 1 2 --extras   # issue 15's table, one run
     python benchmarks/cell_speed.py --threads 2 --repeats 30
     python benchmarks/cell_speed.py --torch-compile      # also time the torch.compile'd step
     python benchmarks/cell_speed.py --profile lstm       # torch.profiler table of one train step
@@ -11,11 +12,15 @@ Each cell is timed compiled (``archsearch.compile``), as the module ``archsearch
 writes (imported from the written file, the compiled module's weights loaded) and
 walked node by node (naive).
 
-A train step is forward + backward of one window (B=20 lanes, T=35 steps, H=200
-units, float32, zero initial state, loss = sum(y * g) for a fixed random g).
-All models are timed in the same run, interleaved round by round (so a noisy
+A train step is forward + backward of one window (B=20 lanes, T=35 steps, H
+units (``--hidden``, default 200), float32, zero initial state, loss = sum(y * g)
+for a fixed random g). The references are nn.LSTM, nn.GRU and a 3-layer nn.LSTM
+(for the 3-layer seeds gf-lstm and hm-lstm). For every (H, threads) pair all
+models are timed in the same run, interleaved round by round (so a noisy
 neighbour on a shared machine slows all of them alike), after a warm-up; each
-number is the median over rounds of the mean over ``--steps`` steps. On CUDA the
+number is the median over rounds of the mean over ``--steps`` steps. With
+several pairs the run ends with the summary table of issue 15 (each seed over its
+reference) and writes everything to ``benchmarks/results/cell_speed.json``. On CUDA the
 clock stops after ``torch.cuda.synchronize()``; ``--cuda-graphs`` also times each
 compiled cell's forward and backward captured once with
 ``torch.cuda.make_graphed_callables`` and replayed (one launch per pass instead
@@ -25,7 +30,10 @@ of one per kernel).
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -42,9 +50,12 @@ from archsearch.export import export_class_name, export_source
 from archsearch.ir import Cell, Op
 
 # ---------------------------------------------------------------- config
-B, T, H = 20, 35, 200
+B, T = 20, 35
 # torch-lstm / torch-gru compute exactly what nn.LSTM / nn.GRU compute; the paper's lstm has 3 tanh (i, o, c)
 CELLS = ("lstm", "torch-lstm", "gru", "torch-gru", "gf-lstm", "hm-lstm")
+EXTRAS = ("exported", "naive")
+LSTM3 = "nn.LSTM x3"  # the reference of the 3-layer seeds
+RESULTS = Path(__file__).resolve().parent / "results" / "cell_speed.json"
 
 
 # ---------------------------------------------------------------- naive interpreter
@@ -109,37 +120,42 @@ class NaiveCell(nn.Module):
         return torch.stack(outputs)
 
 
-def exported(cell: Cell, like: nn.Module) -> nn.Module:
+def exported(cell: Cell, like: nn.Module, hidden: int) -> nn.Module:
     """The class ``archsearch export`` writes for ``cell``, imported from the file, with ``like``'s weights."""
     folder = Path(tempfile.mkdtemp(prefix="archsearch-export-"))
     path = folder / "exported_cell.py"
-    path.write_text(export_source(cell, H), encoding="utf-8")
+    path.write_text(export_source(cell, hidden), encoding="utf-8")
     spec = importlib.util.spec_from_file_location(f"exported_{export_class_name(cell)}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = getattr(module, export_class_name(cell))(H, H)
+    model = getattr(module, export_class_name(cell))(hidden, hidden)
     model.load_state_dict(like.state_dict(), strict=True)
     return model
 
 
 # ---------------------------------------------------------------- models and timing
-def _models(names: tuple[str, ...], torch_compile: bool, device: str = "cpu",
-            cuda_graphs: bool = False) -> dict[str, nn.Module]:
+def _models(names: tuple[str, ...], hidden: int, torch_compile: bool, device: str = "cpu",
+            cuda_graphs: bool = False, extras: tuple[str, ...] = EXTRAS) -> dict[str, nn.Module]:
     torch.manual_seed(0)
+    H = hidden
     models: dict[str, nn.Module] = {"nn.LSTM": nn.LSTM(H, H), "nn.GRU": nn.GRU(H, H)}
+    if any(archsearch.seed(n).depth > 1 for n in names):
+        models[LSTM3] = nn.LSTM(H, H, num_layers=3)
     for name in names:
         cell = archsearch.seed(name)
         models[name] = compile_cell(cell, H, H, seed=0)
-        models[f"{name} (exported)"] = exported(cell, models[name])
+        if "exported" in extras:
+            models[f"{name} (exported)"] = exported(cell, models[name], H)
         if torch_compile:
             models[f"{name} (torch.compile)"] = compile_cell(cell, H, H, seed=0, torch_compile=True)
-        models[f"{name} (naive)"] = NaiveCell(cell, H, H)
+        if "naive" in extras:
+            models[f"{name} (naive)"] = NaiveCell(cell, H, H)
     models = {name: model.to(device) for name, model in models.items()}
     if cuda_graphs:
         for name in names:
             try:
                 models[f"{name} (CUDA graph)"] = graphed(compile_cell(archsearch.seed(name), H, H, seed=0).to(device),
-                                                         device)
+                                                         H, device)
             except Exception as e:  # noqa: BLE001 - report it and time the rest
                 print(f"{name}: capture failed: {type(e).__name__}: {e}")
     return models
@@ -177,16 +193,16 @@ class _Outputs(nn.Module):
         return self.stack(x)[0]
 
 
-def graphed(stack: nn.Module, device: str) -> nn.Module:
+def graphed(stack: nn.Module, hidden: int, device: str) -> nn.Module:
     """``stack``'s forward and backward captured as CUDA graphs for inputs of shape (T, B, H)."""
-    return torch.cuda.make_graphed_callables(_Outputs(stack), (torch.randn(T, B, H, device=device),))
+    return torch.cuda.make_graphed_callables(_Outputs(stack), (torch.randn(T, B, hidden, device=device),))
 
 
-def measure(models: dict[str, nn.Module], repeats: int, steps: int, warmup: int,
+def measure(models: dict[str, nn.Module], hidden: int, repeats: int, steps: int, warmup: int,
             device: str = "cpu") -> dict[str, float]:
     """Median (over interleaved rounds) seconds per train step of every model."""
-    x = torch.randn(T, B, H, device=device)
-    g = torch.randn(T, B, H, device=device)
+    x = torch.randn(T, B, hidden, device=device)
+    g = torch.randn(T, B, hidden, device=device)
     compile_seconds: dict[str, float] = {}
     for name, model in models.items():
         _sync(device)
@@ -205,27 +221,30 @@ def measure(models: dict[str, nn.Module], repeats: int, steps: int, warmup: int,
 
 
 def _reference(name: str) -> str:
-    return "nn.GRU" if "gru" in name and not name.startswith("gf") else "nn.LSTM"
+    if archsearch.seed(name).depth > 1:
+        return LSTM3
+    return "nn.GRU" if "gru" in name else "nn.LSTM"
 
 
-def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool, cuda_graphs: bool = False) -> str:
+def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool, cuda_graphs: bool = False,
+          extras: tuple[str, ...] = EXTRAS) -> str:
     rows = [
-        "| cell | compiled ms/step | vs nn.LSTM/GRU | exported ms/step | exported / compiled "
-        "| naive ms/step | naive / compiled |"
+        "| cell | compiled ms/step | vs reference |"
+        + "".join(f" {e} ms/step | {e} / compiled |" for e in extras)
         + (" torch.compile ms/step | first call s |" if torch_compile else "")
         + (" CUDA graph ms/step | eager / graph |" if cuda_graphs else ""),
-        "|---|---|---|---|---|---|---|" + ("---|---|" if torch_compile else "") + ("---|---|" if cuda_graphs else ""),
+        "|---|---|---|" + "---|---|" * len(extras) + ("---|---|" if torch_compile else "")
+        + ("---|---|" if cuda_graphs else ""),
     ]
-    extra = (" | |" if torch_compile else "") + (" | |" if cuda_graphs else "")
-    for ref in ("nn.LSTM", "nn.GRU"):
-        rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 | | | | |" + extra)
+    extra = " | |" * (len(extras) + torch_compile + cuda_graphs)
+    for ref in ("nn.LSTM", "nn.GRU", LSTM3):
+        if ref in times:
+            rows.append(f"| {ref} | {times[ref] * 1e3:.2f} | 1.00 |" + extra)
     for name in names:
         ref = _reference(name)
-        line = (
-            f"| {name} | {times[name] * 1e3:.2f} | {times[name] / times[ref]:.2f}x {ref} "
-            f"| {times[name + ' (exported)'] * 1e3:.2f} | {times[name + ' (exported)'] / times[name]:.2f}x "
-            f"| {times[name + ' (naive)'] * 1e3:.2f} | {times[name + ' (naive)'] / times[name]:.2f}x |"
-        )
+        line = f"| {name} | {times[name] * 1e3:.2f} | {times[name] / times[ref]:.2f}x {ref} |"
+        for e in extras:
+            line += f" {times[f'{name} ({e})'] * 1e3:.2f} | {times[f'{name} ({e})'] / times[name]:.2f}x |"
         if torch_compile:
             tc = f"{name} (torch.compile)"
             line += f" {times[tc] * 1e3:.2f} | {measure.first_call[tc]:.1f} |"  # type: ignore[attr-defined]
@@ -236,11 +255,24 @@ def table(times: dict[str, float], names: tuple[str, ...], torch_compile: bool, 
     return "\n".join(rows)
 
 
-def profile(name: str, rows: int, device: str = "cpu") -> str:
+def summary(runs: list[dict], names: tuple[str, ...]) -> str:
+    """Issue 15's table: one row per (H, threads), each seed's compiled step over its reference."""
+    shown = [n for n in names if n in ("lstm", "gru", "gf-lstm", "hm-lstm")] or list(names)
+    head = "| H | threads | " + " | ".join(f"{n} / {_reference(n)}" for n in shown) + " |"
+    rows = [head, "|---|---|" + "---|" * len(shown)]
+    for run in runs:
+        times = run["ms_per_step"]
+        rows.append(f"| {run['hidden']} | {run['threads']} | "
+                    + " | ".join(f"{times[n] / times[_reference(n)]:.2f}x" for n in shown) + " |")
+    return "\n".join(rows)
+
+
+def profile(name: str, rows: int, hidden: int, device: str = "cpu") -> str:
     """torch.profiler table of 5 train steps of compiled ``name`` (self CPU time; with CUDA, self CUDA time too)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    H = hidden
     model = compile_cell(archsearch.seed(name), H, H, seed=0).to(device)
     x, g = torch.randn(T, B, H, device=device), torch.randn(T, B, H, device=device)
     for _ in range(3):
@@ -256,33 +288,54 @@ def profile(name: str, rows: int, device: str = "cpu") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch.set_num_threads, each in turn (default 1)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[200], help="units H, each in turn (default 200)")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds; the median is reported")
     parser.add_argument("--steps", type=int, default=3, help="train steps per round and model")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--cells", nargs="+", default=list(CELLS))
+    parser.add_argument("--extras", nargs="*", choices=EXTRAS, default=list(EXTRAS),
+                        help="also time these forms of each cell (default: exported naive; none: --extras)")
     parser.add_argument("--torch-compile", action="store_true", help="also time compile_cell(..., torch_compile=True)")
     parser.add_argument("--profile", metavar="CELL", help="print a torch.profiler table of CELL instead")
     parser.add_argument("--rows", type=int, default=15, help="profiler rows")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the step replayed from a CUDA graph")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device on this machine")
     if args.cuda_graphs and not args.device.startswith("cuda"):
         parser.error("--cuda-graphs needs --device cuda")
 
-    torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), B={B} T={T} H={H} float32 {where}")
     if args.profile:
-        print(profile(args.profile, args.rows, args.device))
+        torch.set_num_threads(args.threads[0])
+        print(f"torch {torch.__version__}, {args.threads[0]} thread(s), B={B} T={T} H={args.hidden[0]} float32 {where}")
+        print(profile(args.profile, args.rows, args.hidden[0], args.device))
         return
-    names = tuple(args.cells)
-    models = _models(names, args.torch_compile, args.device, args.cuda_graphs)
-    times = measure(models, args.repeats, args.steps, args.warmup, args.device)
-    print(f"median of {args.repeats} interleaved rounds x {args.steps} steps, {args.warmup} warm-up steps")
-    print(table(times, names, args.torch_compile, args.cuda_graphs))
+    names, extras = tuple(args.cells), tuple(args.extras)
+    runs = []
+    for hidden in args.hidden:
+        models = _models(names, hidden, args.torch_compile, args.device, args.cuda_graphs, extras)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+            print(f"\ntorch {torch.__version__}, {threads} thread(s), B={B} T={T} H={hidden} float32 {where}"
+                  f" (load average {load:.2f})" if load is not None else "")
+            times = measure(models, hidden, args.repeats, args.steps, args.warmup, args.device)
+            print(f"median of {args.repeats} interleaved rounds x {args.steps} steps, {args.warmup} warm-up steps")
+            print(table(times, names, args.torch_compile, args.cuda_graphs, extras))
+            runs.append({"hidden": hidden, "threads": threads, "load_average_before": load,
+                         "ms_per_step": {k: v * 1e3 for k, v in times.items()}})
+    print("\n" + summary(runs, names))
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "device": where, "batch": B, "unroll": T, "repeats": args.repeats,
+              "steps": args.steps, "cells": list(names), "runs": runs,
+              "load_average_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
