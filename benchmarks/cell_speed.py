@@ -321,8 +321,8 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-            print(f"\ntorch {torch.__version__}, {threads} thread(s), B={B} T={T} H={hidden} float32 {where}"
-                  f" (load average {load:.2f})" if load is not None else "")
+            print(f"\ntorch {torch.__version__}, {threads} thread(s), B={B} T={T} H={hidden} float32 {where}, "
+                  f"load average {load}")
             times = measure(models, hidden, args.repeats, args.steps, args.warmup, args.device)
             print(f"median of {args.repeats} interleaved rounds x {args.steps} steps, {args.warmup} warm-up steps")
             print(table(times, names, args.torch_compile, args.cuda_graphs, extras))
