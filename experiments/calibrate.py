@@ -1,11 +1,12 @@
 """Calibration sweeps for issue 12: learning curves of the separation cells under candidate scale fields.
 
-    python experiments/calibrate.py --name arith-2digit --base tiny-signal --task arithmetic \\
-        --set max_epochs=60 patience=60 --lr 0.5 1 2 --layers 1 --jobs 2
+    python experiments/calibrate.py --name arith1-distract3-wide --base tiny --task arithmetic \\
+        --set max_epochs=40 patience=40 --lr 0.2 0.5 --layers 1 --jobs 2
 
 Trains every cell on every listed setting (the grid of ``--lr`` x ``--init`` x ``--norm`` x ``--layers`` x
 ``--budget``) with the scale ``--base`` changed by ``--set FIELD=VALUE`` (any ``TrainConfig`` field), and
-appends each run, with its per-epoch validation history, to ``experiments/results/calibrate_<name>.json``.
+appends each run, with its per-epoch validation history, to ``experiments/results/calibrate_<name>.json``
+(whose header records the resolved training config, so a sweep stays readable after its base scale changes).
 A run already in the file is skipped, so an interrupted sweep resumes. The histories show how many SGD steps
 each cell needs on each task, which is what the scales' step budgets are chosen from (README "Signal").
 """
@@ -18,7 +19,7 @@ import json
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 from _common import RESULTS, conditions, load, save
 
@@ -58,7 +59,7 @@ def run_job(job: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True)
-    p.add_argument("--base", default="tiny-signal", help="the scale the overrides change")
+    p.add_argument("--base", default="tiny", help="the scale the overrides change")
     p.add_argument("--task", default="arithmetic")
     p.add_argument("--cells", nargs="+", default=["tanh", "lstm-f", "lstm", "gru"])
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
@@ -72,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = _parse_overrides(args.set)
     out = RESULTS / f"calibrate_{args.name}.json"
+    from archsearch.cli._train import load_task
+    from archsearch.train import task_config
+
+    resolved = replace(task_config(args.base, load_task(args.task, None)), **overrides)
     header = {"experiment": "calibrate", "name": args.name, "base": args.base, "task": args.task,
-              "overrides": overrides}
+              "overrides": overrides, "config": json.loads(json.dumps(asdict(resolved)))}
     data = load(out, header, fresh=False)
     done = {(r["cell"], json.dumps(r["hparams"], sort_keys=True), r["seed"]) for r in data["runs"]}
     jobs = []

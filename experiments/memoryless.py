@@ -1,6 +1,6 @@
 """How much of arithmetic needs no memory of the operands: the bound a cell without memory can reach.
 
-    python experiments/memoryless.py
+    python experiments/memoryless.py        # writes experiments/results/memoryless.json
 
 For operands of at most 1, 2, 3, 4 and 8 digits: the accuracy on the scored characters (the answer and its final
 ``.``) of the best predictor that sees only the answer so far (the most frequent next character after that prefix in
@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+from _common import RESULTS, conditions, save
 
 from archsearch.tasks import Difficulty, get_task
 
@@ -36,5 +37,9 @@ def bound(digits: int, instances: int = 100_000, seed: int = 0) -> float:
 
 
 if __name__ == "__main__":
+    bounds = {}
     for digits in (1, 2, 3, 4, 8):
-        print(f"operands of <= {digits} digits: memoryless accuracy {bound(digits):.3f}")
+        bounds[str(digits)] = bound(digits)
+        print(f"operands of <= {digits} digits: memoryless accuracy {bounds[str(digits)]:.3f}")
+    save(RESULTS / "memoryless.json", {"experiment": "memoryless", "instances": 100_000, "bounds": bounds,
+                                       "conditions": conditions()})

@@ -115,11 +115,86 @@ def separation_section(docs: list[dict[str, Any]]) -> str:
         load = f"{m['start']['load_average'][0]:.1f} → {m['end']['load_average'][0]:.1f}"
         out.append(f"| `{doc['scale']}` | {cells[0]} | {cells[1]} | {m['wall_seconds'] / 60:.1f} min | "
                    f"{m['cpu_seconds'] / 60:.1f} min | {load} |")
+    notes = [f"`{doc['scale']}`: {doc['measurements'][-1]['note']}" for doc in docs if doc["measurements"][-1].get("note")]
+    if notes:
+        out += [""] + [f"Note, {n}." for n in notes]
     commands = sorted({doc["measurements"][-1]["command"] for doc in docs})
     out.append("")
     out.append("Command: " + "; ".join(f"`{c}`" for c in commands) + " (timed by `experiments/separation.py`; CPU is "
                "the command and its worker processes).")
     return "\n".join(out)
+
+
+def _difficulty(task: str, config: dict[str, Any]) -> str:
+    if task == "arithmetic":
+        digits = config["arithmetic_max_digits"]
+        return f"≤ {digits} digit{'s' * (digits > 1)}, {config['arithmetic_distractor_mean']:g} distractors/gap"
+    if task == "xml":
+        return f"≤ {config['xml_max_iterations']} steps, tags ≤ {config['xml_max_tag_length']} letters"
+    return "–"
+
+
+def calibration_section(docs: list[dict[str, Any]]) -> str:
+    """One row per calibration sweep (``experiments/calibrate.py``): the task difficulty, model size and steps it
+    ran, each cell's best over the sweep's settings, and the separation of those bests."""
+    if not docs:
+        return "_No calibration sweeps yet (`python experiments/calibrate.py`)._"
+    out = ["| sweep | task | difficulty | budget scale | steps | lr | tanh | lstm-f | lstm | gru | separation | "
+           "CPU s per run |", "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for doc in sorted(docs, key=lambda d: (d["task"], d["name"])):
+        runs, config = doc["runs"], doc["config"]
+        if not runs:
+            continue
+        best = {c: max(max((h["valid"] for h in r["history"]), default=0.0) for r in runs if r["cell"] == c)
+                for c in {r["cell"] for r in runs}}
+        sep = (min(best.get("lstm", 0), best.get("gru", 0)) / max(best.get("tanh", 0), best.get("lstm-f", 0))
+               if all(c in best for c in ("tanh", "lstm-f", "lstm", "gru")) else None)
+        steps = config["max_epochs"] * config["epoch_positions"] // (config["batch_size"] * config["unroll"])
+        lrs = ", ".join(f"{v:g}" for v in sorted({r["hparams"]["lr"] for r in runs}))
+        cpu = sum(r["cpu_seconds"] for r in runs) / len(runs)
+        cells = " | ".join("–" if c not in best else f"{best[c]:.3f}" for c in ("tanh", "lstm-f", "lstm", "gru"))
+        out.append(f"| {doc['name']} | {doc['task']} | {_difficulty(doc['task'], config)} | "
+                   f"{config['param_scale']:g} | {steps:,} | {lrs} | {cells} | "
+                   f"{'–' if sep is None else f'{sep:.2f}'} | {cpu:.0f} |")
+    out += ["", "Each run: 1 layer, init 1.0, clip 5, the 1M budget times the budget scale, no early stop (the best "
+            "validation accuracy over the whole run is shown). Written by `python experiments/calibrate.py`."]
+    return "\n".join(out)
+
+
+def memoryless_section(path: Path) -> str:
+    """The no-memory bound on arithmetic per operand length (``experiments/memoryless.py``)."""
+    if not path.exists():
+        return "_Not computed yet (`python experiments/memoryless.py`)._"
+    bounds = json.loads(path.read_text())["bounds"]
+    digits = sorted(bounds, key=int)
+    return "\n".join(["| operands of at most | " + " | ".join(f"{d} digit{'s' * (d != '1')}" for d in digits) + " |",
+                      "|---|" + "---:|" * len(digits),
+                      "| memoryless accuracy | " + " | ".join(f"{bounds[d]:.3f}" for d in digits) + " |",
+                      "| largest separation it allows | " + " | ".join(f"{1 / bounds[d]:.2f}" for d in digits) + " |"])
+
+
+def evolution_section(docs: list[dict[str, Any]]) -> str:
+    """Evolution against random search at an equal budget (``experiments/evolution_vs_random.py``)."""
+    if not docs:
+        return "_Not run yet (`python experiments/evolution_vs_random.py`)._"
+    out = []
+    for doc in docs:
+        budget = doc["budget"]
+        marks = [budget // 4, budget // 2, 3 * budget // 4, budget]
+        out += [f"**Preset `{doc['preset']}`**, {budget} evaluations per search, top mutant re-evaluated with "
+                f"the GRU on {doc['fresh_settings']} fresh settings per task:\n",
+                "| search | evaluations | best fitness after " + " / ".join(map(str, marks)) + " evaluations | "
+                "top mutant: fitness (re-evaluated) | CPU hours |", "|---|---:|---|---|---:|"]
+        for name, entry in sorted(doc["searches"].items()):
+            curve = entry["best_fitness_curve"]
+            at = " / ".join("–" if len(curve) < m or curve[m - 1] is None else f"{curve[m - 1]:.3f}" for m in marks)
+            top = entry.get("top_mutant")
+            again = (entry.get("reevaluated") or {}).get("fitness")
+            shown = "–" if top is None else (f"{top['fitness']:.3f} "
+                                             f"({'pending' if again is None else f'{again:.3f}'})")
+            out.append(f"| {name} | {entry['evaluations']} | {at} | {shown} | {entry['cpu_seconds'] / 3600:.2f} |")
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def read_path_section(path: Path) -> str:
@@ -141,7 +216,12 @@ def read_path_section(path: Path) -> str:
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
 SECTIONS = {"table1": lambda r: table1_section(_load(r, "table1")),
             "separation": lambda r: separation_section(_load(r, "separation")),
-            "read_path": lambda r: read_path_section(BENCHMARKS / "read_path.json")}
+            "read_path": lambda r: read_path_section(BENCHMARKS / "read_path.json"),
+            "memoryless": lambda r: memoryless_section(r / "memoryless.json"),
+            "evolution": lambda r: evolution_section([json.loads(p.read_text())
+                                                      for p in sorted(r.glob("evolution_vs_random_*.json"))]),
+            "calibration": lambda r: calibration_section([json.loads(p.read_text())
+                                                          for p in sorted(r.glob("calibrate_*.json"))])}
 
 
 def rewrite(text: str, sections: dict[str, str]) -> str:

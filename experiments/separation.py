@@ -22,6 +22,17 @@ from pathlib import Path
 from _common import RESULTS, conditions, save
 
 
+def _train_config(scale: str) -> dict:
+    """The scale's resolved training config per task, so a measurement stays readable after the scale changes."""
+    from dataclasses import asdict
+
+    from archsearch.tasks import get_task
+    from archsearch.train import setting_space, task_config
+
+    configs = {t: json.loads(json.dumps(asdict(task_config(scale, get_task(t))))) for t in ("arithmetic", "xml")}
+    return {**configs, "setting_space": json.loads(json.dumps(asdict(setting_space(scale))))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="tiny")
@@ -45,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     measurement = {"command": " ".join(command[:-1]), "wall_seconds": wall, "cpu_seconds": cpu,
                    "separation": result["separation"], "best": result["best"], "seconds_per_run": result["seconds_per_run"],
                    "cpu_seconds_per_run": result["cpu_seconds_per_run"], "runs": result["runs"],
-                   "start": before, "end": conditions()}
+                   "start": before, "end": conditions(), "train_config": _train_config(args.scale)}
     data = json.loads(out.read_text()) if out.exists() else {"experiment": "separation", "scale": args.scale,
                                                                 "measurements": []}
     data["measurements"].append(measurement)

@@ -14,7 +14,7 @@ from archsearch.tasks import get_task
 from archsearch.train import HyperParams, group_compatible, scale_config, train_batched, train_model
 
 # up to 3 epochs of 2 windows, and a schedule that halves and stops early, so slices can stop at different epochs
-CONFIG = scale_config("tiny").with_overrides(
+CONFIG = scale_config("ci").with_overrides(
     max_epochs=3, patience=1, decay_epochs=1,
     epoch_positions=20 * 35 * 2, valid_positions=20 * 35, test_positions=20 * 35,
 )

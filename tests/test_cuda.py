@@ -19,7 +19,7 @@ from archsearch.train import HyperParams, scale_config, train_batched, train_mod
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-CONFIG = scale_config("tiny").with_overrides(
+CONFIG = scale_config("ci").with_overrides(
     max_epochs=2, patience=1, decay_epochs=1,
     epoch_positions=20 * 35 * 2, valid_positions=20 * 35, test_positions=20 * 35,
 )

@@ -76,7 +76,7 @@ class CannedExecutor(Executor):
 
 def config(**changes) -> SearchConfig:
     base = SearchConfig(
-        name="rules", tasks=("arithmetic", "xml"), seeds=("lstm", "gru"), scale="tiny",
+        name="rules", tasks=("arithmetic", "xml"), seeds=("lstm", "gru"), scale="ci",
         settings_per_task=4, init_settings_per_task=4, reference_settings_per_task=4, filter_threshold=0.5,
         p_reevaluate=0.2, seed=11,
     )
@@ -364,7 +364,7 @@ def test_random_settings_come_from_the_scales_setting_space(tmp_path, monkeypatc
     from archsearch.train import SETTING_SPACES, SettingSpace
 
     narrow = SettingSpace(lrs=(0.2, 0.5), layers=(1,))
-    monkeypatch.setitem(SETTING_SPACES, "tiny", narrow)
+    monkeypatch.setitem(SETTING_SPACES, "ci", narrow)
     storage, record, _ = search(tmp_path, config(), 150)
     seen = [e.hparams for e in storage.evaluations(search_id=record.id)]
     single = {Cell.from_json(a.graph_json).depth == 1 for a in storage.list_architectures(record.id)}

@@ -212,12 +212,12 @@ class SearchDriver:
         whether they were."""
         mine = self.storage.evaluations(architecture_id=arch.id, task=task)
         taken = {HyperParams.from_dict(e.hparams).key() for e in mine if e.purpose != purpose}
-        budgets = self.task(task).param_budgets
+        space = setting_space(self.config.scale)
+        budgets = space.budgets(self.task(task).param_budgets)
         fixed = 1 if cell.depth > 1 else None
         pending = dict(events or {})
         for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
-                                          threshold=self.config.parent_settings_threshold,
-                                          space=setting_space(self.config.scale), **pools):
+                                          threshold=self.config.parent_settings_threshold, space=space, **pools):
             counts = {**pending, f"source:{why}:{source}": 1}
             ev = self.storage.add_evaluation(arch.id, task, hp.to_dict(), purpose, counts)
             if ev is not None:
