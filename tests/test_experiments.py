@@ -68,3 +68,30 @@ def test_render_without_results_says_so(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     _render(readme, tmp_path / "empty")
     assert "No Table 1 results yet" in readme.read_text()
+
+
+def test_render_evolution_and_calibration_sections(tmp_path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    curve = [None] * 10 + [1.0] * 20 + [1.04] * 10
+    evo = {"experiment": "evolution_vs_random", "preset": "quick", "seeds": [0], "budget": 40, "fresh_settings": 6,
+           "sessions": [], "runs": [], "searches": {
+               "evolution-s0": {"evaluations": 40, "best_fitness_curve": curve, "cpu_seconds": 7200.0,
+                                "top_mutant": {"name": "lstm~ab", "fitness": 1.04}, "reevaluated": {"fitness": 0.97}},
+               "random-s0": {"evaluations": 25, "best_fitness_curve": curve[:25], "cpu_seconds": 3600.0,
+                             "top_mutant": None}}}
+    (results / "evolution_vs_random_quick.json").write_text(json.dumps(evo))
+    config = {"max_epochs": 40, "epoch_positions": 35000, "batch_size": 20, "unroll": 35, "param_scale": 0.1,
+              "arithmetic_max_digits": 1, "arithmetic_distractor_mean": 3.0}
+    runs = [{"cell": c, "hparams": {"lr": 0.5}, "cpu_seconds": 20.0, "history": [{"valid": LEVEL[c]}]}
+            for c in ("tanh", "lstm-f", "lstm", "gru")]
+    (results / "calibrate_a.json").write_text(json.dumps({"name": "a", "task": "arithmetic", "config": config,
+                                                          "runs": runs}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- experiments:evolution -->\n<!-- /experiments:evolution -->\n"
+                      "<!-- experiments:calibration -->\n<!-- /experiments:calibration -->\n")
+    _render(readme, results)
+    text = readme.read_text()
+    assert "| evolution-s0 | 40 | – / 1.000 / 1.000 / 1.040 | 1.040 (0.970) | 2.00 |" in text
+    assert "| random-s0 | 25 | – / 1.000 / – / – | – | 1.00 |" in text
+    assert "| a | arithmetic | ≤ 1 digit, 3 distractors/gap | 0.1 | 2,000 | 0.5 | 0.300 | 0.280 | 0.620 | 0.660 | 2.07 |" in text
