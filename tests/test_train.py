@@ -205,3 +205,16 @@ def test_scale_difficulty_reaches_the_generated_task() -> None:
     short, long = (train(seed_cell("tanh"), get_task("arithmetic"), frozen, replace(cfg, arithmetic_max_digits=d), seed=1)
                    for d in (1, 8))
     assert short.valid != long.valid
+
+
+def test_the_returned_model_holds_the_best_epoch_and_evaluate_scores_it() -> None:
+    from archsearch.tasks import Metric
+    from archsearch.train import batchify, evaluate
+
+    task = get_task("arithmetic")
+    cfg = TINY.with_overrides(max_epochs=4, patience=10)
+    result, model = train_model(seed_cell("gru"), task, HyperParams(1.0, 1.0, 5.0, 1, 250_000), cfg, seed=4)
+    best = max(h["valid"] for h in result.history)
+    assert result.history[-1]["valid"] < best  # the last epoch is not the best: the model went back to the best
+    valid = batchify(task.with_difficulty(cfg.difficulty).stream("valid", 4, cfg.valid_positions), cfg.batch_size, "cpu")
+    assert evaluate(model, valid, Metric(task.metric)) == best == result.valid
