@@ -102,23 +102,22 @@ def table1_section(docs: list[dict[str, Any]]) -> str:
 
 
 def separation_section(docs: list[dict[str, Any]]) -> str:
-    """The latest timed ``archsearch baselines`` separation run per scale."""
+    """Every timed ``archsearch baselines`` separation run per scale, newest first, with its note."""
     if not docs:
         return "_No separation benchmark yet (`python experiments/separation.py`)._"
-    out = ["| scale | arithmetic (paper 3.03) | xml (paper 1.33) | wall | CPU | load average |", "|---|---:|---:|---:|---:|---|"]
+    out = ["| scale | measured | arithmetic (paper 3.03) | xml (paper 1.33) | wall | CPU | load average | note |",
+           "|---|---|---:|---:|---:|---:|---|---|"]
     for doc in docs:
-        m = doc["measurements"][-1]
-        cells = []
-        for task in ("arithmetic", "xml"):
-            est = (m["separation"].get(task) or {}).get("estimate")
-            cells.append("–" if est is None else f"{est['value']:.2f} ({est['low']:.2f}–{est['high']:.2f})")
-        load = f"{m['start']['load_average'][0]:.1f} → {m['end']['load_average'][0]:.1f}"
-        out.append(f"| `{doc['scale']}` | {cells[0]} | {cells[1]} | {m['wall_seconds'] / 60:.1f} min | "
-                   f"{m['cpu_seconds'] / 60:.1f} min | {load} |")
-    notes = [f"`{doc['scale']}`: {doc['measurements'][-1]['note']}" for doc in docs if doc["measurements"][-1].get("note")]
-    if notes:
-        out += [""] + [f"Note, {n}." for n in notes]
-    commands = sorted({doc["measurements"][-1]["command"] for doc in docs})
+        for m in reversed(doc["measurements"]):
+            cells = []
+            for task in ("arithmetic", "xml"):
+                est = (m["separation"].get(task) or {}).get("estimate")
+                cells.append("–" if est is None else f"{est['value']:.2f} ({est['low']:.2f}–{est['high']:.2f})")
+            load = f"{m['start']['load_average'][0]:.1f} → {m['end']['load_average'][0]:.1f}"
+            when = m["start"].get("time", "–")[:16]
+            out.append(f"| `{doc['scale']}` | {when} | {cells[0]} | {cells[1]} | {m['wall_seconds'] / 60:.1f} min | "
+                       f"{m['cpu_seconds'] / 60:.1f} min | {load} | {m.get('note', '')} |")
+    commands = sorted({m["command"] for doc in docs for m in doc["measurements"]})
     out.append("")
     out.append("Command: " + "; ".join(f"`{c}`" for c in commands) + " (timed by `experiments/separation.py`; CPU is "
                "the command and its worker processes).")
