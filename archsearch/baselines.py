@@ -160,12 +160,15 @@ def draw_settings(tasks: list, count: int, seed: int, scale: str = "paper") -> d
 
 
 def make_jobs(cells: Sequence[str], tasks: list, settings: int, seed: int, scale: str, *,
-              data_dir: str | None = None, device: str = "cpu", threads: int = 1) -> list[dict[str, Any]]:
-    """One JSON-ready job per (task, setting, cell): every cell gets the same settings and training seeds."""
+              data_dir: str | None = None, device: str = "cpu", threads: int = 1,
+              train_overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready job per (task, setting, cell): every cell gets the same settings and training seeds
+    (``train_overrides``: TrainConfig fields changed from the scale's, as a search's ``train_overrides``)."""
     draws = draw_settings(tasks, settings, seed, scale)
     return [
         {"cell": cell, "task": task.name, "setting": i, "hparams": hp.to_dict(), "seed": seed * 1000 + i,
-         "scale": scale, "data_dir": data_dir, "device": device, "threads": threads}
+         "scale": scale, "data_dir": data_dir, "device": device, "threads": threads,
+         "train_overrides": dict(train_overrides or {})}
         for task in tasks
         for i, hp in enumerate(draws[task.name])
         for cell in cells
@@ -184,7 +187,8 @@ def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     cell, task = load_cell(job["cell"]), load_task(job["task"], job["data_dir"])
     hp = HyperParams.from_dict(job["hparams"])
     cpu = time.process_time()
-    result = train(cell, task, hp, task_config(job["scale"], task), seed=job["seed"], device=job["device"])
+    config = task_config(job["scale"], task).with_overrides(**job.get("train_overrides", {}))
+    result = train(cell, task, hp, config, seed=job["seed"], device=job["device"])
     record = result.to_dict()
     del record["history"]
     return {**record, "cpu_seconds": time.process_time() - cpu, "cell": job["cell"], "setting": job["setting"],

@@ -83,20 +83,24 @@ def replay(url: str, name: str) -> dict:
               "top": None if top_id is None else storage.get_architecture(top_id).name,
               "top_mutant": None if not ranked else {"name": ranked[0][1].name, "fitness": ranked[0][0],
                                                        "graph_json": ranked[0][1].graph_json},
-              "counters": record.counters, "tasks": list(config.tasks), "scale": config.scale}
+              "counters": record.counters, "tasks": list(config.tasks), "scale": config.scale,
+              "train_overrides": dict(config.train_overrides)}
     storage.close()
     return status
 
 
-def reevaluate(graph_json: str, tasks: list[str], scale: str, settings: int, seed: int, jobs: int) -> dict:
-    """The cell and the GRU on the same fresh settings and seeds: fitness = min over tasks of best / GRU best."""
+def reevaluate(graph_json: str, tasks: list[str], scale: str, settings: int, seed: int, jobs: int,
+               train_overrides: dict) -> dict:
+    """The cell and the GRU on the same fresh settings and seeds, trained as the search trained (its scale and
+    ``train_overrides``): fitness = min over tasks of best / GRU best."""
     from archsearch.baselines import make_jobs, run_jobs
     from archsearch.cli._train import load_task
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "top.json"
         path.write_text(graph_json)
-        work = make_jobs([str(path), "gru"], [load_task(t, None) for t in tasks], settings, seed, scale)
+        work = make_jobs([str(path), "gru"], [load_task(t, None) for t in tasks], settings, seed, scale,
+                         train_overrides=train_overrides)
         runs = list(run_jobs(work, jobs))
     best: dict[str, dict[str, float]] = {}
     for run in runs:
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, entry in data["searches"].items():
         if entry["evaluations"] >= args.budget and entry.get("top_mutant") and "reevaluated" not in entry:
             entry["reevaluated"] = reevaluate(entry["top_mutant"]["graph_json"], entry["tasks"], entry["scale"],
-                                              args.fresh_settings, 1000 + entry["seed"], args.workers)
+                                              args.fresh_settings, 1000 + entry["seed"], args.workers,
+                                              entry["train_overrides"])
             save(out, data)
             print(f"{name}: top mutant re-evaluated: {entry['reevaluated']['fitness']}", flush=True)
     session["end"] = conditions()

@@ -95,3 +95,25 @@ def test_render_evolution_and_calibration_sections(tmp_path) -> None:
     assert "| evolution-s0 | 40 | – / 1.000 / 1.000 / 1.040 | 1.040 (0.970) | 2.00 |" in text
     assert "| random-s0 | 25 | – / 1.000 / – / – | – | 1.00 |" in text
     assert "| a | arithmetic | ≤ 1 digit, 3 distractors/gap | 0.1 | 2,000 | 0.5 | 0.300 | 0.280 | 0.620 | 0.660 | 2.07 |" in text
+
+
+def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
+    """The experiment's replay of a search (best fitness after each evaluation) ends where the leaderboard is."""
+    sys.path.insert(0, str(RENDER.parent))
+    from evolution_vs_random import replay
+    from test_search_rules import CannedExecutor, config
+
+    from archsearch.search import SearchDriver
+    from archsearch.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/e.db"
+    SearchDriver(open_storage(url), config(name="e"), CannedExecutor(), max_evaluations=150).run()
+    status = replay(url, "e")
+    storage = open_storage(url, read_only=True)
+    record = storage.get_search("e")
+    top = storage.top_k(record.id, 100, list(record.config["tasks"]), "gru")
+    curve = [v for v in status["best_fitness_curve"] if v is not None]
+    assert status["evaluations"] == 150 and len(status["best_fitness_curve"]) == 150
+    assert curve == sorted(curve) and curve[-1] == max(f for _, f, _ in top)
+    mutants = [(f, a.name) for a, f, _ in top if a.origin == "mutant"]
+    assert status["top_mutant"]["fitness"] >= max(mutants)[0] - 1e-12
