@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -382,3 +384,68 @@ def test_training_windows_leave_no_tensors_behind():
     assert live_tensors() - before < 5
     stack(x)  # a forward without backward is freed as well once its outputs are dropped
     assert live_tensors() - before < 5
+
+
+# ----------------------------------------------------------------------------- against a node-by-node reference
+def _reference_window(cell, layer, x: torch.Tensor, slope: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The cell walked node by node with autograd (one F.linear per linear node, on the layer's own weights)."""
+    unary = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "identity": lambda v: v,
+             "step": lambda v: v + ((v > 0.5).to(v.dtype) - v).detach()}  # straight-through
+    binary = {"add": torch.add, "mul": torch.mul, "sub": torch.sub}
+    order = cell.topological_order()
+    state = [x.new_zeros(x.shape[1], w) for w in layer.state_widths]
+    outputs = []
+    for x_t in x:
+        env = {"x": x_t, **{s.name: v for s, v in zip(cell.states, state)}}
+        for name in order:
+            node = cell[name]
+            op, args = node.op.value, [env[i] for i in node.inputs]
+            if op in ("input", "state"):
+                continue
+            if op == "one":
+                env[name] = x_t.new_ones(x_t.shape[0], 1)
+            elif op == "linear":
+                env[name] = torch.nn.functional.linear(args[0], *layer.linear_params(name))
+            elif op == "hard_sigmoid":
+                a = node.attr("slope") if node.attr("slope") is not None else slope
+                env[name] = torch.clamp((args[0] * a + 1.0) * 0.5, 0.0, 1.0)
+            else:
+                env[name] = (unary[op] if op in unary else binary[op])(*args)
+        state = [env[o] for o in cell.outputs]
+        outputs.append(state[0])
+    return torch.stack(outputs), state
+
+
+def _assert_equals_reference(cell, hidden: int = 5, steps: int = 5, batch: int = 3, slope: float = 1.3) -> None:
+    """Outputs, final states and every gradient of the compiled layer equal the reference's in float64 (1e-10)."""
+    layer = compile_cell(cell, hidden, hidden, seed=0, dtype=torch.float64).layers[0]
+    if hasattr(layer, "slope"):
+        layer.slope.fill_(slope)
+    x = torch.randn(steps, batch, hidden, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    weights = [torch.randn(steps, batch, w, dtype=torch.float64) for w in layer.state_widths]
+    runs = []
+    for forward in (lambda xi: layer(xi), lambda xi: _reference_window(cell, layer, xi, slope)):
+        xi = x.clone().requires_grad_()
+        y, state = forward(xi)
+        loss = (y * weights[0]).sum() + sum((s * w[-1]).sum() for s, w in zip(state, weights))
+        layer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in layer.parameters()]
+        runs.append([y.detach(), *(s.detach() for s in state), xi.grad, *grads])
+    for got, want in zip(*runs):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("name", archsearch.seeds())
+def test_every_seed_equals_the_node_by_node_reference(name):
+    _assert_equals_reference(archsearch.seed(name))
+
+
+@given(seed_name=st.sampled_from(sorted(archsearch.seeds())), rng=st.integers(0, 2**32 - 1),
+       chain=st.integers(1, 3))
+@settings(max_examples=40, deadline=None, derandomize=True)
+def test_mutated_cells_equal_the_node_by_node_reference(seed_name, rng, chain):
+    cell = archsearch.seed(seed_name)
+    for i in range(chain):
+        cell, _ = archsearch.mutate(cell, rng=rng + i)
+    _assert_equals_reference(cell)
