@@ -196,6 +196,39 @@ def evolution_section(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out).rstrip()
 
 
+def quick_run_section(path: Path) -> str:
+    """The README's main job as measured by ``experiments/quick_run.py``."""
+    if not path.exists():
+        return "_Not measured yet (`python experiments/quick_run.py`)._"
+    doc = json.loads(path.read_text())
+    t, c, norms = doc["timing"], doc["counters"], doc["normalizers"] or {}
+    tasks = doc["config"]["tasks"]
+    sources = ", ".join(f"{k.split(':', 2)[2]} {v}" for k, v in sorted(c.items()) if k.startswith("source:task:"))
+    gated = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("gated_out:")}
+    stopped = [cell["best"][tasks[0]] for cell in doc["cells"] if cell["stage"].startswith(f"gated_out:{tasks[0]}")]
+    seeds = {cell["name"]: cell["best"] for cell in doc["cells"] if cell["origin"] != "mutant"}
+    lines = [
+        f"`{doc['command']}` took **{t['wall_seconds'] / 60:.1f} min** wall ({(t['user_seconds'] + t['system_seconds']) / 60:.1f} "
+        f"min of CPU, peak memory {t['max_rss_kb'] / 1e6:.1f} GB) and made **{doc['evaluations']} evaluations**. "
+        f"Children: {c.get('proposed', 0)} proposed, {c.get('filtered_out', 0)} stopped by the filter, "
+        + ", ".join(f"{v} at the {k} gate" for k, v in sorted(gated.items()))
+        + f", {c.get('completed', 0)} complete; {c.get('reevaluations', 0)} re-evaluations. Where the children's "
+        f"settings came from: {sources}.",
+        "",
+        "| cell | fitness | " + " | ".join(tasks) + " |", "|---|---:|" + "---:|" * len(tasks),
+    ]
+    for row in doc["leaderboard"]:
+        lines.append(f"| {row['name']} | {row['fitness']:.3f} | "
+                     + " | ".join(f"{row['scores'][task]:.3f}" for task in tasks) + " |")
+    raw = ", ".join(f"{name} " + " / ".join(f"{best.get(task, 0):.4g}" for task in tasks)
+                    for name, best in sorted(seeds.items()))
+    lines += ["", f"Raw best scores ({' / '.join(tasks)}) of the seeds: {raw}; the frozen normalizers are the GRU's."]
+    if stopped:
+        lines.append(f"The {len(stopped)} children stopped at the {tasks[0]} gate scored {min(stopped):.3f}–"
+                     f"{max(stopped):.3f} there, against the GRU's {norms.get(tasks[0], 0):.3f}.")
+    return "\n".join(lines)
+
+
 def read_path_section(path: Path) -> str:
     """``benchmarks/read_path.py`` before and after (median of fresh processes per command)."""
     if not path.exists():
@@ -217,6 +250,7 @@ SECTIONS = {"table1": lambda r: table1_section(_load(r, "table1")),
             "separation": lambda r: separation_section(_load(r, "separation")),
             "read_path": lambda r: read_path_section(BENCHMARKS / "read_path.json"),
             "memoryless": lambda r: memoryless_section(r / "memoryless.json"),
+            "quick_run": lambda r: quick_run_section(r / "quick_run.json"),
             "evolution": lambda r: evolution_section([json.loads(p.read_text())
                                                       for p in sorted(r.glob("evolution_vs_random_*.json"))]),
             "calibration": lambda r: calibration_section([json.loads(p.read_text())
