@@ -6,7 +6,8 @@ A section is the text between ``<!-- experiments:NAME -->`` and ``<!-- /experime
 lines change, so the README's prose stays as written and every number inside a section comes from a JSON file.
 Sections: ``table1`` (Table 1 per scale with bootstrap intervals, separation, Spearman rank correlations with
 the paper and between scales, cost), ``separation`` (the latest timed separation benchmark per scale) and
-``read_path`` (``benchmarks/results/read_path.json``: the read-only commands before and after issue 17).
+``read_path`` (``benchmarks/results/read_path.json``: the read-only commands before and after issue 17) and
+``soak`` (``benchmarks/results/soak*.json``: memory over one long search process).
 Rendering is deterministic: the same JSON gives the same README.
 """
 
@@ -36,8 +37,13 @@ def _load(results: Path, experiment: str) -> list[dict[str, Any]]:
     return sorted(docs, key=lambda d: _scale_key(d["scale"]))
 
 
+def _num(value: float) -> str:
+    """Three significant digits, trailing zeros kept (0.962, 1.55, 0.00137)."""
+    return f"{value:#.3g}"
+
+
 def _interval(est) -> str:
-    return f"{est.value:.3f} ({est.low:.3f}–{est.high:.3f})"
+    return f"{_num(est.value)} ({_num(est.low)}–{_num(est.high)})"
 
 
 def _rho(a: list[float], b: list[float]) -> str:
@@ -75,7 +81,7 @@ def table1_section(docs: list[dict[str, Any]]) -> str:
                 values = scores[task].get(cell)
                 row.append(_interval(bootstrap({cell: values}, best_of(cell))) if values else "–")
                 paper = PAPER_TABLE1.get(cell, {}).get(paper_task(task))
-                row.append("–" if paper is None else f"{paper:.3f}")
+                row.append("–" if paper is None else _num(paper))
             out.append("| " + " | ".join(row) + " |")
         seps, rhos = [], []
         for task in tasks:
@@ -245,15 +251,35 @@ def read_path_section(path: Path) -> str:
     return "\n".join(out)
 
 
+def soak_section(docs: list[dict[str, Any]]) -> str:
+    """``benchmarks/soak.py``: resident memory over one long search process, one row per stored soak."""
+    if not docs:
+        return "_No soak yet (`python benchmarks/soak.py --short --json benchmarks/results/soak.json`)._"
+    out = ["| seeds | evaluations (architectures) | wall | load average before → after | warm-up | "
+           "median RSS, first third → last third | peak RSS | flat (within 10%) |",
+           "|---|---:|---:|---|---:|---|---:|---|"]
+    for doc in sorted(docs, key=lambda d: d["conditions"]["evaluations"]):
+        c, s = doc["conditions"], doc["summary"]
+        out.append(f"| {' '.join(c['seeds'])} | {c['evaluations']} ({c['architectures']}) | {c['wall_s'] / 60:.1f} min | "
+                   f"{c['load_before'][0]:.1f} → {c['load_after'][0]:.1f} | {s['warmup_evaluations']} | "
+                   f"{s['first_third_median_mb']:.1f} → {s['last_third_median_mb']:.1f} MB ({s['change']:+.1%}) | "
+                   f"{s['peak_mb']:.1f} MB | {'yes' if s['flat'] else '**no**'} |")
+    c = docs[0]["conditions"]
+    out += ["", f"Each: the `{c['preset']}` procedure with short trainings, {c['workers']} worker, compiler caches of "
+            f"{c['cache_size']} entries, on {c['host']} ({c['cpus']} CPUs, torch {c['torch']})."]
+    return "\n".join(out)
+
+
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
-SECTIONS = {"table1": lambda r: table1_section(_load(r, "table1")),
-            "separation": lambda r: separation_section(_load(r, "separation")),
-            "read_path": lambda r: read_path_section(BENCHMARKS / "read_path.json"),
-            "memoryless": lambda r: memoryless_section(r / "memoryless.json"),
-            "quick_run": lambda r: quick_run_section(r / "quick_run.json"),
-            "evolution": lambda r: evolution_section([json.loads(p.read_text())
+SECTIONS = {"soak": lambda r, b: soak_section([json.loads(p.read_text()) for p in sorted(b.glob("soak*.json"))]),
+            "table1": lambda r, b: table1_section(_load(r, "table1")),
+            "separation": lambda r, b: separation_section(_load(r, "separation")),
+            "read_path": lambda r, b: read_path_section(b / "read_path.json"),
+            "memoryless": lambda r, b: memoryless_section(r / "memoryless.json"),
+            "quick_run": lambda r, b: quick_run_section(r / "quick_run.json"),
+            "evolution": lambda r, b: evolution_section([json.loads(p.read_text())
                                                       for p in sorted(r.glob("evolution_vs_random_*.json"))]),
-            "calibration": lambda r: calibration_section([json.loads(p.read_text())
+            "calibration": lambda r, b: calibration_section([json.loads(p.read_text())
                                                           for p in sorted(r.glob("calibrate_*.json"))])}
 
 
@@ -272,9 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--readme", type=Path, default=HERE.parent / "README.md")
     p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="benchmark results (default benchmarks/results)")
     args = p.parse_args(argv)
     text = args.readme.read_text()
-    new = rewrite(text, {name: make(args.results) for name, make in SECTIONS.items()})
+    new = rewrite(text, {name: make(args.results, args.benchmarks) for name, make in SECTIONS.items()})
     if new != text:
         args.readme.write_text(new)
     print(f"{args.readme}: {'rewritten' if new != text else 'unchanged'}")

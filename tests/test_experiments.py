@@ -25,8 +25,9 @@ def _table1(scale: str, settings: int, seed: int) -> dict:
             "cells": CELLS, "runs": runs, "sessions": [{"start": start, "end": start, "wall_seconds": 7200.0, "runs": 1}]}
 
 
-def _render(readme: Path, results: Path) -> str:
-    out = subprocess.run([sys.executable, str(RENDER), "--readme", str(readme), "--results", str(results)],
+def _render(readme: Path, results: Path, benchmarks: Path | None = None) -> str:
+    extra = ["--benchmarks", str(benchmarks)] if benchmarks else []
+    out = subprocess.run([sys.executable, str(RENDER), "--readme", str(readme), "--results", str(results), *extra],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -95,6 +96,25 @@ def test_render_evolution_and_calibration_sections(tmp_path) -> None:
     assert "| evolution-s0 | 40 | – / 1.000 / 1.000 / 1.040 | 1.040 (0.970) | 2.00 |" in text
     assert "| random-s0 | 25 | – / 1.000 / – / – | – | 1.00 |" in text
     assert "| a | arithmetic | ≤ 1 digit, 3 distractors/gap | 0.1 | 2,000 | 0.5 | 0.300 | 0.280 | 0.620 | 0.660 | 2.07 |" in text
+
+
+def test_render_soak_section_from_benchmark_json(tmp_path) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    conditions = {"host": "vm", "cpus": 2, "torch": "2.x", "load_before": [1.44, 0, 0], "load_after": [3.0, 0, 0],
+                  "workers": 1, "cache_size": 16, "preset": "quick", "seeds": ["lstm", "gru"], "wall_s": 805.6,
+                  "evaluations": 500, "architectures": 65}
+    summary = {"warmup_evaluations": 125, "first_third_median_mb": 616.3, "last_third_median_mb": 680.0,
+               "change": 0.1034, "peak_mb": 717.4, "flat": False}
+    (bench / "soak_500.json").write_text(json.dumps({"conditions": conditions, "summary": summary, "samples": []}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- experiments:soak -->\n<!-- /experiments:soak -->\n")
+    (tmp_path / "empty").mkdir()
+    _render(readme, tmp_path / "empty", bench)
+    text = readme.read_text()
+    assert "| lstm gru | 500 (65) | 13.4 min | 1.4 → 3.0 | 125 | 616.3 → 680.0 MB (+10.3%) | 717.4 MB | **no** |" in text
+    _render(readme, tmp_path / "empty", tmp_path / "empty")
+    assert "No soak yet" in readme.read_text()
 
 
 def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
