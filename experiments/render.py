@@ -189,7 +189,8 @@ def evolution_section(docs: list[dict[str, Any]]) -> str:
         out += [f"**Preset `{doc['preset']}`**, {budget} evaluations per search, top mutant re-evaluated with "
                 f"the GRU on {doc['fresh_settings']} fresh settings per task:\n",
                 "| search | evaluations | best fitness after " + " / ".join(map(str, marks)) + " evaluations | "
-                "top mutant: fitness (re-evaluated) | CPU hours |", "|---|---:|---|---|---:|"]
+                "top mutant: fitness (re-evaluated) | children: proposed / failed the filter / complete | "
+                "CPU hours |", "|---|---:|---|---|---|---:|"]
         for name, entry in sorted(doc["searches"].items()):
             curve = entry["best_fitness_curve"]
             at = " / ".join("–" if len(curve) < m or curve[m - 1] is None else f"{curve[m - 1]:.3f}" for m in marks)
@@ -197,7 +198,10 @@ def evolution_section(docs: list[dict[str, Any]]) -> str:
             again = (entry.get("reevaluated") or {}).get("fitness")
             shown = "–" if top is None else (f"{top['fitness']:.3f} "
                                              f"({'pending' if again is None else f'{again:.3f}'})")
-            out.append(f"| {name} | {entry['evaluations']} | {at} | {shown} | {entry['cpu_seconds'] / 3600:.2f} |")
+            counters = entry.get("counters") or {}
+            children = " / ".join(str(counters.get(k, 0)) for k in ("proposed", "filtered_out", "completed"))
+            out.append(f"| {name} | {entry['evaluations']} | {at} | {shown} | {children} | "
+                       f"{entry['cpu_seconds'] / 3600:.2f} |")
         out.append("")
     return "\n".join(out).rstrip()
 

@@ -78,6 +78,7 @@ def test_render_evolution_and_calibration_sections(tmp_path) -> None:
     evo = {"experiment": "evolution_vs_random", "preset": "quick", "seeds": [0], "budget": 40, "fresh_settings": 6,
            "sessions": [], "runs": [], "searches": {
                "evolution-s0": {"evaluations": 40, "best_fitness_curve": curve, "cpu_seconds": 7200.0,
+                                "counters": {"proposed": 9, "filtered_out": 2, "completed": 3},
                                 "top_mutant": {"name": "lstm~ab", "fitness": 1.04}, "reevaluated": {"fitness": 0.97}},
                "random-s0": {"evaluations": 25, "best_fitness_curve": curve[:25], "cpu_seconds": 3600.0,
                              "top_mutant": None}}}
@@ -93,8 +94,8 @@ def test_render_evolution_and_calibration_sections(tmp_path) -> None:
                       "<!-- experiments:calibration -->\n<!-- /experiments:calibration -->\n")
     _render(readme, results)
     text = readme.read_text()
-    assert "| evolution-s0 | 40 | – / 1.000 / 1.000 / 1.040 | 1.040 (0.970) | 2.00 |" in text
-    assert "| random-s0 | 25 | – / 1.000 / – / – | – | 1.00 |" in text
+    assert "| evolution-s0 | 40 | – / 1.000 / 1.000 / 1.040 | 1.040 (0.970) | 9 / 2 / 3 | 2.00 |" in text
+    assert "| random-s0 | 25 | – / 1.000 / – / – | – | 0 / 0 / 0 | 1.00 |" in text
     assert "| a | arithmetic | ≤ 1 digit, 3 distractors/gap | 0.1 | 2,000 | 0.5 | 0.300 | 0.280 | 0.620 | 0.660 | 2.07 |" in text
 
 
