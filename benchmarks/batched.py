@@ -6,14 +6,14 @@ Usage:
     python benchmarks/batched.py --device cuda --scale paper --windows 100 --threads 1
 
 Task: arithmetic, budget 250,000 x the scale's ``param_scale``, 1 layer, batch 20,
-unroll 35. ``--scale small`` (the default: 0.1 of the budget, 60 windows per
-epoch, 10 validation windows, 15 epochs) is the search scale of the ``small``
+unroll 35. ``--scale small`` (the default: 0.1 of the budget, 50 windows per
+epoch, 10 validation windows, at most 160 epochs) is the search scale of the ``small``
 preset; ``--scale paper`` is the paper's (full budget; 1000 windows per epoch,
 100 validation windows); ``--windows N`` shortens the timed epochs to N windows
 (and the validation pass in proportion).
 Each measurement trains ``--epochs`` epochs (early stop off) and converts the
-time to trained settings per minute for a run of ``--full-epochs`` epochs of the
-scale's length: ``settings/min = K * 60 / (seconds * full_epochs * epoch_windows
+time to trained settings per minute for a run of ``--full-epochs`` epochs (default: the
+scale's ``max_epochs``) of the scale's length: ``settings/min = K * 60 / (seconds * full_epochs * epoch_windows
 / (epochs * windows))``. Sequential runs call ``train_model`` once per setting.
 Learning rates are drawn from {0.1, 0.2, 0.3, 0.5, 1.0} so that no setting
 diverges (a diverged slice would leave the batch early and flatter or hurt one
@@ -76,13 +76,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--epochs", type=int, default=1, help="epochs actually trained per measurement")
     parser.add_argument("--windows", type=int, help="windows per timed epoch (default: the scale's)")
-    parser.add_argument("--full-epochs", type=int, default=15, help="epochs of the run settings/min refers to")
+    parser.add_argument("--full-epochs", type=int, help="epochs of the run settings/min refers to (default: the scale's)")
     parser.add_argument("--sequential", type=int, default=3, help="settings timed one by one (their mean is used)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device on this machine")
 
     base = scale_config(args.scale)
+    args.full_epochs = args.full_epochs or base.max_epochs
     full_windows = base.epoch_positions // (base.batch_size * base.unroll) * args.full_epochs
     windows = args.windows or base.epoch_positions // (base.batch_size * base.unroll)
     window = base.batch_size * base.unroll
