@@ -57,6 +57,12 @@ def _bests(doc: dict[str, Any], task: str) -> dict[str, list[float]]:
     return {c: v for c, v in score_matrix(doc["runs"], task).items() if c in doc["cells"] and v}
 
 
+def _workers(sessions: list[dict[str, Any]]) -> str:
+    """How many parallel runs the sessions used (sessions recorded before ``jobs`` was stored used 2)."""
+    jobs = sorted({s.get("jobs", 2) for s in sessions if s.get("runs")}) or [2]
+    return " or ".join(map(str, jobs)) + (" worker" if jobs == [1] else " workers")
+
+
 def table1_section(docs: list[dict[str, Any]]) -> str:
     """Per scale: each cell's best (95% CI) beside the paper; separation; rank correlation; cost."""
     if not docs:
@@ -94,7 +100,7 @@ def table1_section(docs: list[dict[str, Any]]) -> str:
         out.append(f"Separation min(LSTM, GRU) / max(tanh, LSTM-f): {'; '.join(seps)}. "
                    f"Spearman rank correlation of the cells' bests with Table 1: {'; '.join(rhos)}. "
                    f"Cost: {len(doc['runs'])} runs, {cpu_hours:.2f} CPU-hours, {wall_hours:.2f} wall-hours with "
-                   f"2 workers on the shared 2-core machine"
+                   f"{_workers(doc['sessions'])} on the shared 2-core machine"
                    + (f" (load average {min(loads):.1f}–{max(loads):.1f})" if loads else "") + ".\n")
     if len(docs) > 1:
         lines = []

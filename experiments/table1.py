@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             if (j["cell"], j["task"], j["setting"]) not in done]
     jobs = jobs[: args.max_runs] if args.max_runs is not None else jobs
     print(f"{out}: {len(done)} runs stored, {len(jobs)} to run", file=sys.stderr)
-    session = {"start": conditions(), "runs": 0}
+    session = {"start": conditions(), "runs": 0, "jobs": args.jobs}
     if jobs:
         data["sessions"].append(session)
     started = time.perf_counter()
