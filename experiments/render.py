@@ -32,9 +32,13 @@ def _scale_key(scale: str) -> tuple[int, str]:
     return (SCALE_ORDER.index(scale) if scale in SCALE_ORDER else len(SCALE_ORDER), scale)
 
 
+def _read_all(folder: Path, pattern: str) -> list[dict[str, Any]]:
+    """Every JSON file in ``folder`` matching ``pattern``, in file-name order."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))]
+
+
 def _load(results: Path, experiment: str) -> list[dict[str, Any]]:
-    docs = [json.loads(p.read_text()) for p in sorted(results.glob(f"{experiment}_*.json"))]
-    return sorted(docs, key=lambda d: _scale_key(d["scale"]))
+    return sorted(_read_all(results, f"{experiment}_*.json"), key=lambda d: _scale_key(d["scale"]))
 
 
 def _num(value: float) -> str:
@@ -281,16 +285,14 @@ def soak_section(docs: list[dict[str, Any]]) -> str:
 
 
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
-SECTIONS = {"soak": lambda r, b: soak_section([json.loads(p.read_text()) for p in sorted(b.glob("soak*.json"))]),
+SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "table1": lambda r, b: table1_section(_load(r, "table1")),
             "separation": lambda r, b: separation_section(_load(r, "separation")),
             "read_path": lambda r, b: read_path_section(b / "read_path.json"),
             "memoryless": lambda r, b: memoryless_section(r / "memoryless.json"),
             "quick_run": lambda r, b: quick_run_section(r / "quick_run.json"),
-            "evolution": lambda r, b: evolution_section([json.loads(p.read_text())
-                                                      for p in sorted(r.glob("evolution_vs_random_*.json"))]),
-            "calibration": lambda r, b: calibration_section([json.loads(p.read_text())
-                                                          for p in sorted(r.glob("calibrate_*.json"))])}
+            "evolution": lambda r, b: evolution_section(_read_all(r, "evolution_vs_random_*.json")),
+            "calibration": lambda r, b: calibration_section(_read_all(r, "calibrate_*.json"))}
 
 
 def rewrite(text: str, sections: dict[str, str]) -> str:
