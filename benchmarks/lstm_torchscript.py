@@ -7,6 +7,7 @@ against the compiled module and nn.LSTM (forward + backward, B=20, T=35, 1 threa
     python benchmarks/lstm_torchscript.py 64
     python benchmarks/lstm_torchscript.py 64 fuse   # also ask for the CPU fuser (needs torch built with LLVM)
 """
+
 import statistics
 import sys
 import time
@@ -15,52 +16,66 @@ import torch
 
 import archsearch
 from archsearch.compiler import compile_cell
-torch.set_num_threads(1)
-H = int(sys.argv[1]) if len(sys.argv) > 1 else 64
-fuse = len(sys.argv) > 2 and sys.argv[2] == "fuse"
-if fuse:
-    torch._C._jit_override_can_fuse_on_cpu(True)
-    torch._C._jit_set_texpr_fuser_enabled(True)
+
 
 @torch.jit.script
-def window(xp: torch.Tensor, W: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+def lstm_window(xp: torch.Tensor, w: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+    """T LSTM steps over the precomputed input projections ``xp`` (T, B, 4n) with recurrent weight ``w``."""
     n = h.size(1)
-    Wt = W.t()
-    outs = []
+    wt = w.t()
+    outputs = []
     for t in range(xp.size(0)):
-        s = torch.addmm(xp[t], h, Wt)
-        i, j, f, o = s.split(n, 1)
+        i, j, f, o = torch.addmm(xp[t], h, wt).split(n, 1)
         c = c * torch.sigmoid(f) + torch.tanh(i) * torch.sigmoid(j)
         h = torch.tanh(c) * torch.tanh(o)
-        outs.append(h)
-    return torch.stack(outs), h, c
+        outputs.append(h)
+    return torch.stack(outputs), h, c
 
-ref = compile_cell(archsearch.seed("lstm"), H, H, seed=0)
 
-class TS(torch.nn.Module):
-    def __init__(self):
+class ScriptedLSTM(torch.nn.Module):
+    """The paper's LSTM (same gates as the compiled seed) with its time loop in TorchScript."""
+
+    def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.wx = torch.nn.Linear(H, 4 * H)
-        self.wh = torch.nn.Parameter(torch.randn(4 * H, H) * 0.1)
-    def forward(self, x):
-        B = x.size(1)
-        h = x.new_zeros(B, H); c = x.new_zeros(B, H)
-        return window(self.wx(x), self.wh, h, c)
+        self.hidden = hidden
+        self.input_projection = torch.nn.Linear(hidden, 4 * hidden)
+        self.weight_h = torch.nn.Parameter(torch.randn(4 * hidden, hidden) * 0.1)
 
-ts = TS()
-x, g = torch.randn(35, 20, H, requires_grad=True), torch.randn(35, 20, H)
-def step(m):
-    y = m(x)[0]
-    m.zero_grad(set_to_none=True)
+    def forward(self, x: torch.Tensor):
+        h = x.new_zeros(x.size(1), self.hidden)
+        return lstm_window(self.input_projection(x), self.weight_h, h, torch.zeros_like(h))
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+    y = model(x)[0]
+    model.zero_grad(set_to_none=True)
     (y * g).sum().backward()
-cases = {"compiled": ref, "script": ts, "nn.LSTM": torch.nn.LSTM(H, H)}
-for m in cases.values():
-    for _ in range(5): step(m)
-times = {k: [] for k in cases}
-for _ in range(15):
-    for k, m in cases.items():
-        t = time.perf_counter()
-        for _ in range(3): step(m)
-        times[k].append((time.perf_counter() - t) / 3)
-med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-print(H, "fuse" if fuse else "nofuse", {k: round(v, 2) for k, v in med.items()}, "script/compiled", round(med["script"] / med["compiled"], 2))
+
+
+def main() -> None:
+    hidden = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+    fuse = len(sys.argv) > 2 and sys.argv[2] == "fuse"
+    torch.set_num_threads(1)
+    if fuse:
+        torch._C._jit_override_can_fuse_on_cpu(True)
+        torch._C._jit_set_texpr_fuser_enabled(True)
+    cases = {"compiled": compile_cell(archsearch.seed("lstm"), hidden, hidden, seed=0),
+             "script": ScriptedLSTM(hidden), "nn.LSTM": torch.nn.LSTM(hidden, hidden)}
+    x, g = torch.randn(35, 20, hidden, requires_grad=True), torch.randn(35, 20, hidden)
+    for model in cases.values():
+        for _ in range(5):
+            train_step(model, x, g)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(15):
+        for name, model in cases.items():
+            start = time.perf_counter()
+            for _ in range(3):
+                train_step(model, x, g)
+            times[name].append((time.perf_counter() - start) / 3)
+    ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+    print(hidden, "fuse" if fuse else "nofuse", {k: round(v, 2) for k, v in ms.items()},
+          "script/compiled", round(ms["script"] / ms["compiled"], 2))
+
+
+if __name__ == "__main__":
+    main()
