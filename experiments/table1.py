@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the settings and training seeds (default 0)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--max-runs", type=int, help="stop after this many new runs (a chunk)")
+    p.add_argument("--only", nargs="+", choices=TASKS, metavar="TASK",
+                   help="this session runs only these tasks' jobs (the file keeps the whole configuration)")
     p.add_argument("--out", type=Path, help="results file (default experiments/results/table1_<scale>.json)")
     p.add_argument("--fresh", action="store_true", help="discard stored results of another configuration")
     args = p.parse_args(argv)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load(out, header, args.fresh)
     done = {(r["cell"], r["task"], r["setting"]) for r in data["runs"]}
     jobs = [j for j in make_jobs(args.cells, tasks, args.settings, args.seed, args.scale)
-            if (j["cell"], j["task"], j["setting"]) not in done]
+            if (j["cell"], j["task"], j["setting"]) not in done and (not args.only or j["task"] in args.only)]
     jobs = jobs[: args.max_runs] if args.max_runs is not None else jobs
     print(f"{out}: {len(done)} runs stored, {len(jobs)} to run", file=sys.stderr)
     session = {"start": conditions(), "runs": 0, "jobs": args.jobs}

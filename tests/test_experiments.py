@@ -138,3 +138,24 @@ def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
     assert curve == sorted(curve) and curve[-1] == max(f for _, f, _ in top)
     mutants = [(f, a.name) for a, f, _ in top if a.origin == "mutant"]
     assert status["top_mutant"]["fitness"] >= max(mutants)[0] - 1e-12
+
+
+def test_table1_resumes_in_chunks_and_only_runs_the_tasks_asked(tmp_path) -> None:
+    """Two sessions of table1.py at `ci`: the first runs only arithmetic (and stops at its chunk), the second
+    completes the file without training a stored run again."""
+    script = RENDER.parent / "table1.py"
+    out = tmp_path / "t1.json"
+    base = [sys.executable, str(script), "--scale", "ci", "--settings", "1", "--tasks", "arithmetic", "xml",
+            "--cells", "tanh", "gru", "--jobs", "1", "--out", str(out)]
+
+    def run(*extra: str) -> dict:
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(out.read_text())
+
+    first = run("--only", "arithmetic", "--max-runs", "5")
+    assert sorted((r["task"], r["cell"]) for r in first["runs"]) == [("arithmetic", "gru"), ("arithmetic", "tanh")]
+    second = run()
+    assert sorted((r["task"], r["cell"]) for r in second["runs"]) == [
+        ("arithmetic", "gru"), ("arithmetic", "tanh"), ("xml", "gru"), ("xml", "tanh")]
+    assert second["runs"][:2] == first["runs"] and [s["runs"] for s in second["sessions"]] == [2, 2]
