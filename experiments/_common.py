@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+_claims: dict[Path, int] = {}  # results files this process writes: the descriptor holding each one's lock
 
 
 def conditions() -> dict[str, Any]:
@@ -20,12 +22,31 @@ def conditions() -> dict[str, Any]:
             "load_average": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+def _claim(path: Path) -> None:
+    """Hold an exclusive lock on ``path`` for the rest of this process: a second writer would overwrite the
+    runs this one appends (each writes its whole document)."""
+    path = path.resolve()
+    if path in _claims:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"{path}: another process is writing it; wait for it to finish (one run a time "
+                         f"per results file; --jobs runs several trainings in one process)") from None
+    _claims[path] = fd
+
+
 def load(path: Path, header: dict[str, Any], fresh: bool) -> dict[str, Any]:
-    """The results so far, or a new document with ``header``.
+    """The results so far, or a new document with ``header``; this process is then the file's only writer.
 
     Raises:
-        SystemExit: the file holds results of a different configuration (rerun with ``--fresh``).
+        SystemExit: another process writes the file, or it holds results of a different configuration
+            (rerun with ``--fresh``).
     """
+    _claim(path)
     if path.exists() and not fresh:
         data = json.loads(path.read_text())
         differs = {k for k, v in header.items() if data.get(k) != json.loads(json.dumps(v))}

@@ -12,7 +12,6 @@ would print, one run at a time. ``experiments/render.py`` turns it into the READ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [load_task(name, None) for name in args.tasks]
     header = {"experiment": "table1", "scale": args.scale, "settings": args.settings, "seed": args.seed,
               "tasks": args.tasks, "cells": args.cells,
-              "train_config": {t.name: dataclasses.asdict(task_config(args.scale, t)) for t in tasks}}
+              "train_config": {t.name: task_config(args.scale, t).read_by(t) for t in tasks}}
     data = load(out, header, args.fresh)
     done = {(r["cell"], r["task"], r["setting"]) for r in data["runs"]}
     jobs = [j for j in make_jobs(args.cells, tasks, args.settings, args.seed, args.scale)

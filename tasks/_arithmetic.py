@@ -80,6 +80,7 @@ class ArithmeticTask(CharTask):
     name = "arithmetic"
     alphabet = LETTERS + "0123456789+-=."
     param_budgets = (250_000, 1_000_000)
+    difficulty_fields = ("arithmetic_max_digits", "arithmetic_distractor_mean")
 
     def __init__(self, max_digits: int = MAX_DIGITS, distractor_mean: float = DISTRACTOR_MEAN) -> None:
         super().__init__()

@@ -71,6 +71,7 @@ class Task(abc.ABC):
     metric: Metric  # its direction and how it is computed: see archsearch.tasks.Metric
     synthetic: bool  # generated on demand (any length) vs a fixed corpus
     param_budgets: tuple[int, ...]  # allowed parameter counts (paper §3.7)
+    difficulty_fields: tuple[str, ...] = ()  # the Difficulty fields with_difficulty reads
 
     @abc.abstractmethod
     def stream(self, split: Split, seed: int, length: int | None = None) -> Stream:

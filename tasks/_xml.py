@@ -51,6 +51,7 @@ class XMLTask(CharTask):
     name = "xml"
     alphabet = LETTERS + "<>/ \n"
     param_budgets = (250_000, 1_000_000)
+    difficulty_fields = ("xml_max_iterations", "xml_max_tag_length")
 
     def __init__(self, max_iterations: int = MAX_ITERATIONS, max_tag_length: int = TAG_LENGTHS[1]) -> None:
         super().__init__()

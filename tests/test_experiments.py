@@ -159,3 +159,29 @@ def test_table1_resumes_in_chunks_and_only_runs_the_tasks_asked(tmp_path) -> Non
     assert sorted((r["task"], r["cell"]) for r in second["runs"]) == [
         ("arithmetic", "gru"), ("arithmetic", "tanh"), ("xml", "gru"), ("xml", "tanh")]
     assert second["runs"][:2] == first["runs"] and [s["runs"] for s in second["sessions"]] == [2, 2]
+
+
+def test_a_results_file_has_one_writer(tmp_path) -> None:
+    """A second table1.py on the same results file is refused (both would rewrite the whole file, each dropping
+    the other's runs); once the first writer is gone, the file can be written again."""
+    sys.path.insert(0, str(RENDER.parent))
+    import _common
+
+    out = tmp_path / "t1.json"
+    command = [sys.executable, str(RENDER.parent / "table1.py"), "--scale", "ci", "--settings", "1", "--tasks",
+               "arithmetic", "--cells", "tanh", "--jobs", "1", "--out", str(out)]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import _common; "
+                               "_common.load(__import__('pathlib').Path(sys.argv[2]), {}, False); print('held', flush=True); "
+                               "time.sleep(60)", str(RENDER.parent), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "another process is writing it" in refused.stderr
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(out.read_text())["runs"]) == 1
+    assert len(_common.load(out, {}, False)["runs"]) == 1  # and this process may claim it now

@@ -205,3 +205,23 @@ def test_difficulty_out_of_range() -> None:
     for bad in ({"arithmetic_max_digits": 0}, {"arithmetic_distractor_mean": -1.0}, {"xml_max_tag_length": 1}):
         with pytest.raises(TaskError, match="difficulty|distractor"):
             Difficulty(**bad)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "xml", "memorize"])
+def test_a_task_reads_exactly_its_declared_difficulty_fields(name: str) -> None:
+    """Changing a Difficulty field the task declares changes its data; changing any other field does not (an
+    experiment's stored runs of the task stay valid when another task's difficulty changes)."""
+    from dataclasses import fields, replace
+
+    base = Difficulty(arithmetic_max_digits=2, arithmetic_distractor_mean=1.0, xml_max_iterations=4, xml_max_tag_length=4)
+    changed = {"arithmetic_max_digits": 3, "arithmetic_distractor_mean": 2.0, "xml_max_iterations": 6,
+               "xml_max_tag_length": 6}
+    task = get_task(name)
+
+    def data(difficulty: Difficulty) -> np.ndarray:
+        return task.with_difficulty(difficulty).stream("train", seed=4, length=3_000).inputs
+
+    assert set(task.difficulty_fields) <= {f.name for f in fields(Difficulty)}
+    for field in fields(Difficulty):
+        differs = not np.array_equal(data(base), data(replace(base, **{field.name: changed[field.name]})))
+        assert differs == (field.name in task.difficulty_fields), field.name

@@ -218,3 +218,12 @@ def test_the_returned_model_holds_the_best_epoch_and_evaluate_scores_it() -> Non
     assert result.history[-1]["valid"] < best  # the last epoch is not the best: the model went back to the best
     valid = batchify(task.with_difficulty(cfg.difficulty).stream("valid", 4, cfg.valid_positions), cfg.batch_size, "cpu")
     assert evaluate(model, valid, Metric(task.metric)) == best == result.valid
+
+
+def test_read_by_drops_only_the_difficulty_fields_a_task_does_not_read() -> None:
+    xml, arithmetic = get_task("xml"), get_task("arithmetic")
+    config = scale_config("small")
+    assert config.read_by(xml)["xml_max_tag_length"] == 6 and "arithmetic_max_digits" not in config.read_by(xml)
+    assert config.with_overrides(xml_max_tag_length=3).read_by(arithmetic) == config.read_by(arithmetic)
+    assert config.with_overrides(xml_max_tag_length=3).read_by(xml) != config.read_by(xml)
+    assert config.read_by(arithmetic)["schedule"] == "search"  # plain data, as stored in JSON
