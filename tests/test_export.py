@@ -51,6 +51,7 @@ CHILD = textwrap.dedent(
     from safetensors.torch import load_file, save_file
 
     folder = Path(sys.argv[1])
+    torch.set_num_threads(int(sys.argv[2]))  # the parent's count: float64 sums are split by thread
 
     def run(rnn, x, hx=None):
         y, hx = rnn(x, hx)
@@ -200,7 +201,8 @@ def _check_case(case: dict, folder) -> None:
 def test_exports_in_a_fresh_interpreter_equal_the_compiled_modules(tmp_path):
     cases = _write_cases(tmp_path)
     (tmp_path / "child.py").write_text(CHILD)
-    run = subprocess.run([sys.executable, "child.py", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "child.py", str(tmp_path), str(torch.get_num_threads())], cwd=tmp_path,
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     for case in cases:
         _check_case(case, tmp_path)

@@ -322,3 +322,43 @@ def test_batched_settings_give_the_same_results_as_one_by_one(tmp_path):
     assert any(b[k].result.get("batched", 1) > 1 for k in common), "no group was trained batched"
     for k in common:
         assert b[k].metric == pytest.approx(a[k].metric, abs=1e-4), k
+
+
+def test_resume_after_the_scale_was_recalibrated_is_refused(tmp_path, monkeypatch):
+    """A search stores how each task trained when it started; if a code update changes what its scale stands
+    for, resuming it is refused instead of mixing incomparable evaluations."""
+    from dataclasses import replace
+
+    from archsearch.train import SCALES
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    run(url, tiny_config(), 8)
+    stored = open_storage(url, read_only=True).get_search("t").config["train_configs"]
+    assert stored["arithmetic"]["arithmetic_max_digits"] == 1 and "xml_max_tag_length" not in stored["arithmetic"]
+    monkeypatch.setitem(SCALES, "tiny", replace(SCALES["tiny"], xml_max_tag_length=6))
+    storage = open_storage(url)
+    before = len(storage.evaluations())
+    with pytest.raises(SearchConfigError, match="xml.xml_max_tag_length: stored 4, now 6"):
+        run(url, tiny_config(), 16)
+    assert len(storage.evaluations()) == before
+    monkeypatch.setitem(SCALES, "tiny", replace(SCALES["tiny"], xml_max_tag_length=4))
+    run(url, tiny_config(), 16)  # the scale as it was: resumes
+    assert len(storage.evaluations()) > before
+
+
+def test_exported_weights_train_with_the_config_the_search_used(searched, tmp_path, monkeypatch):
+    """Export retrains the best setting as the search trained it, even after the scale was recalibrated."""
+    from dataclasses import replace
+
+    from archsearch.export import retrain_weights
+    from archsearch.ir import Cell
+    from archsearch.train import SCALES
+
+    storage = open_storage(searched, read_only=True)
+    arch = storage.find_architecture(1, name="gru")
+    best = max((e for e in storage.evaluations(architecture_id=arch.id, task="arithmetic", status="done")),
+               key=lambda e: e.metric)
+    monkeypatch.setitem(SCALES, "tiny", replace(SCALES["tiny"], arithmetic_max_digits=3, arithmetic_distractor_mean=0.0))
+    info = retrain_weights(Cell.from_json(arch.graph_json), "arithmetic", best.hparams, storage.get_search("t").config,
+                           str(tmp_path / "w.safetensors"))
+    assert info["valid"] == pytest.approx(best.valid, abs=1e-6)

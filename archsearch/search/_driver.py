@@ -12,6 +12,7 @@ architecture, stage), so a resumed search continues exactly as it would have.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import zlib
@@ -24,13 +25,13 @@ import numpy as np
 from archsearch.errors import ArchsearchError, LeaseLostError, SearchConfigError, SearchExistsError
 from archsearch.executors import EvalJob, EvalOutcome, Executor, GroupJob
 from archsearch.ir import Cell
-from archsearch.search._config import SearchConfig, Strategy
+from archsearch.search._config import TRAIN_CONFIGS, SearchConfig, Strategy
 from archsearch.search._settings import choose_settings
 from archsearch.search._stage import COMPLETE, INIT, Stage, StageKind
 from archsearch.search_spaces import seed as seed_cell
 from archsearch.storage import ArchitectureRecord, DriverId, EvalStatus, EvaluationRecord, LeaderboardStorage, SearchStatus
 from archsearch.tasks import Metric
-from archsearch.train import HyperParams, setting_space, task_config
+from archsearch.train import HyperParams, TrainConfig, setting_space, task_config
 
 log = logging.getLogger(__name__)
 _MAX_IDLE_STEPS = 200  # mutation steps in a row that create no work before the driver waits
@@ -109,12 +110,14 @@ class SearchDriver:
         record = self.storage.get_search(cfg.name)
         if record is None:
             try:
-                record = self.storage.create_search(cfg.name, cfg.to_dict(), cfg.seed, driver=self.driver_id)
+                stored = {**cfg.to_dict(), TRAIN_CONFIGS: self._train_configs()}
+                record = self.storage.create_search(cfg.name, stored, cfg.seed, driver=self.driver_id)
                 log.info("started search %r", cfg.name)
             except SearchExistsError:  # another driver created it a moment ago: resume it, if its lease allows
                 record = self.storage.get_search(cfg.name)
         if record.lease is None or record.lease.holder != self.driver_id:
             cfg.check_compatible(record.config)
+            self._check_train_configs(record.config.get(TRAIN_CONFIGS))
             self.storage.acquire_lease(record.id, self.driver_id, timeout_s=cfg.lease_timeout, take_over=self.take_over)
             requeued = self.storage.requeue_running(record.id)
             log.info("resuming search %r (%d evaluations re-queued)", cfg.name, requeued)
@@ -130,6 +133,29 @@ class SearchDriver:
             self._counts[f"evals_{ev.status}"] += 1
         self._frozen = self.storage.frozen_normalizers(self.search.id) is not None
         self._ensure_seeds()
+
+    def _train_configs(self) -> dict[str, dict[str, Any]]:
+        """How each task of the search trains, its scale resolved (what the scale's name stands for today)."""
+        names = (self.config.filter_task, *self.config.tasks)
+        return {name: json.loads(json.dumps(TrainConfig(**job_train_config(self.config, name, self.task(name)))
+                                            .read_by(self.task(name)))) for name in names}
+
+    def _check_train_configs(self, stored: dict[str, dict[str, Any]] | None) -> None:
+        """Refuse to resume a search whose scale has changed since it started (a code update that recalibrated
+        it): its new evaluations would not be comparable with the stored ones. Searches stored before the
+        resolved configs were recorded (``stored`` None) resume unchecked."""
+        if stored is None:
+            return
+        now = self._train_configs()
+        diffs = [f"{task}.{k}: stored {stored.get(task, {}).get(k)!r}, now {v!r}"
+                 for task, config in now.items() for k, v in config.items() if stored.get(task, {}).get(k) != v]
+        if diffs:
+            raise SearchConfigError(
+                f"search {self.config.name!r} trained with scale {self.config.scale!r} as it was defined when the "
+                f"search started, and that scale has changed since ({'; '.join(diffs)}); new evaluations would not "
+                "be comparable with the stored ones: resume it with the archsearch version that started it, or "
+                "start a new search"
+            )
 
     def _save_state(self) -> None:
         self.storage.update_search(self.search.id, state=self.state)
