@@ -53,7 +53,7 @@ KNOWN_FLAGS = {
     "report": {"--db", "-o", "--force"},
     "export": {"-o", "--weights", "--force"},
 }
-CHOICES = {"--preset": {"quick", "small", "paper"}, "--device": {"cpu", "cuda"}, "--format": {"table", "json", "csv"}}
+CHOICES = {"--preset": {"quick", "medium", "small", "paper"}, "--device": {"cpu", "cuda"}, "--format": {"table", "json", "csv"}}
 GPU_INSTANCE_PREFIXES = ("g4dn.", "g5.", "g6.", "g6e.", "p3.", "p4d.", "p5.")
 
 

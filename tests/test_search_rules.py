@@ -372,3 +372,26 @@ def test_random_settings_come_from_the_scales_setting_space(tmp_path, monkeypatc
     assert {hp["lr"] for hp in seen} == {0.2, 0.5} and {hp["layers"] for hp in seen} == {1}
     with pytest.raises(Exception, match="must be a non-empty part of"):
         SettingSpace(lrs=(0.25,))
+
+
+def test_the_medium_preset_is_the_quick_structure_at_small(tmp_path) -> None:
+    """A whole `medium` search (canned results): LSTM and GRU seeds, 2 settings a task, and every job trains with
+    the `small` scale's config (8,000-step runs, its harder tasks, its filter), which the search stores."""
+    from archsearch.search import preset
+    from archsearch.train import FILTER_OVERRIDES, scale_config
+
+    cfg = preset("medium").with_overrides(seed=3)
+    executor = CannedExecutor()
+    url = f"sqlite:///{tmp_path}/m.db"
+    SearchDriver(open_storage(url), cfg, executor, max_evaluations=60).run()
+    storage = open_storage(url, read_only=True)
+    record = storage.get_search("medium")
+    assert {a.name for a in storage.list_architectures(record.id) if a.origin == "seed"} == {"lstm", "gru"}
+    small = scale_config("small")
+    for job in executor.jobs:
+        expected = FILTER_OVERRIDES["small"]["max_epochs"] if job.task == "memorize" else small.max_epochs
+        assert job.train_config["max_epochs"] == expected
+        if job.task == "xml":
+            assert job.train_config["xml_max_tag_length"] == small.xml_max_tag_length == 6
+    assert record.config["train_configs"]["arithmetic"]["arithmetic_max_digits"] == 2
+    assert any(a.origin == "mutant" for a in storage.list_architectures(record.id))

@@ -21,7 +21,7 @@ from archsearch.cli._options import (
     seed_int,
 )
 from archsearch.errors import CLIUsageError, StorageError
-from archsearch.search._config import SearchConfig, Strategy
+from archsearch.search._config import PRESETS, SearchConfig, Strategy
 from archsearch.storage import DEFAULT_URL, LEASE_TIMEOUT_S, open_storage
 
 FORMATS = ("table", "json", "csv")
@@ -34,7 +34,7 @@ MAX_CPUS_PER_EVAL = 1024.0
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run or resume a search (the database keeps everything; rerun to resume)")
     p.add_argument("--db", default=DEFAULT_URL, help=f"SQLAlchemy URL of the leaderboard database (default {DEFAULT_URL})")
-    p.add_argument("--preset", default="quick", choices=["quick", "small", "paper"], help="search size (default quick)")
+    p.add_argument("--preset", default="quick", choices=list(PRESETS), help="search size (default quick)")
     p.add_argument("--name", type=name_text, help="search name inside the database (default: the preset's name)")
     p.add_argument("--tasks", nargs="+", help="search tasks in order (default: the preset's)")
     p.add_argument("--seed", type=seed_int, help="random seed of a new search")

@@ -169,6 +169,18 @@ PRESETS: dict[str, SearchConfig] = {
         filter_threshold=0.25,
         filter_overrides={"max_epochs": 6},  # 120 minibatches of the filter's 25K-parameter model
     ),
+    # The quick search's structure (LSTM and GRU seeds, few settings) at the `small` scale (8,000-step runs on
+    # harder tasks, which separate the gated cells better; README "Signal"): 1-2.5 CPU-minutes a run, a few hours
+    # for a few hundred evaluations on 2 cores. The evolution-versus-random experiment at `small` uses it.
+    "medium": SearchConfig(
+        name="medium",
+        tasks=("arithmetic", "xml", "ptb-mini"),
+        scale="small",
+        seeds=("lstm", "gru"),
+        settings_per_task=2,
+        init_settings_per_task=2,
+        reference_settings_per_task=3,
+    ),
     # A laptop-sized search: real learning, hours on a workstation.
     "small": SearchConfig(
         name="small",
