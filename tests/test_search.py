@@ -346,6 +346,23 @@ def test_resume_after_the_scale_was_recalibrated_is_refused(tmp_path, monkeypatc
     assert len(storage.evaluations()) > before
 
 
+def test_a_search_stored_before_a_train_field_existed_resumes(tmp_path):
+    """A stored config without some TrainConfig field (a search started by an older version, before the field
+    was added with a default that keeps the old behaviour) resumes; the fields it has are still checked."""
+    import sqlite3
+
+    path = tmp_path / "o.db"
+    run(f"sqlite:///{path}", tiny_config(), 8)
+    with sqlite3.connect(path) as db:
+        (text,) = db.execute("SELECT config FROM searches").fetchone()
+        config = json.loads(text)
+        for task in config["train_configs"].values():
+            del task["min_units"]
+        db.execute("UPDATE searches SET config = ?", (json.dumps(config),))
+    run(f"sqlite:///{path}", tiny_config(), 16)
+    assert len(open_storage(f"sqlite:///{path}", read_only=True).evaluations()) >= 16
+
+
 def test_exported_weights_train_with_the_config_the_search_used(searched, tmp_path, monkeypatch):
     """Export retrains the best setting as the search trained it, even after the scale was recalibrated."""
     from dataclasses import replace

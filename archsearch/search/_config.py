@@ -9,8 +9,8 @@ from typing import Any
 from archsearch.errors import SearchConfigError
 from archsearch.storage._lease import HEARTBEAT_S, LEASE_TIMEOUT_S
 
-# Fields that define the search; changing them on resume would mix two different searches.
 TRAIN_CONFIGS = "train_configs"  # key of a stored search config: each task's TrainConfig when the search started
+# Fields that define the search; changing them on resume would mix two different searches.
 _DEFINING = (
     "tasks", "filter_task", "seeds", "reference", "scale", "train_overrides", "filter_overrides",
     "settings_per_task", "init_settings_per_task", "reference_settings_per_task", "gate", "filter_threshold", "top_size",

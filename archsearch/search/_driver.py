@@ -143,12 +143,13 @@ class SearchDriver:
     def _check_train_configs(self, stored: dict[str, dict[str, Any]] | None) -> None:
         """Refuse to resume a search whose scale has changed since it started (a code update that recalibrated
         it): its new evaluations would not be comparable with the stored ones. Searches stored before the
-        resolved configs were recorded (``stored`` None) resume unchecked."""
+        resolved configs were recorded (``stored`` None) resume unchecked, and so does a field added to
+        TrainConfig since (its default keeps the old behaviour)."""
         if stored is None:
             return
         now = self._train_configs()
-        diffs = [f"{task}.{k}: stored {stored.get(task, {}).get(k)!r}, now {v!r}"
-                 for task, config in now.items() for k, v in config.items() if stored.get(task, {}).get(k) != v]
+        diffs = [f"{task}.{k}: stored {v!r}, now {now[task][k]!r}" for task, config in stored.items()
+                 for k, v in config.items() if k in now.get(task, {}) and now[task][k] != v]
         if diffs:
             raise SearchConfigError(
                 f"search {self.config.name!r} trained with scale {self.config.scale!r} as it was defined when the "
