@@ -3,8 +3,8 @@
     python experiments/separation.py --scale tiny        # settings 3, tasks arithmetic xml, --jobs 2
 
 Runs ``archsearch baselines --scale S --settings 3 --tasks arithmetic xml --cells tanh lstm-f lstm gru
---jobs 2 --json`` in a subprocess and appends one measurement to ``experiments/results/separation_<scale>.json``:
-the separation per task with its bootstrap interval, the wall time of the command, the CPU time of the command
+--jobs 2 --batch-settings K --json`` in a subprocess (K: the command's default, 20, unless given) and appends
+one measurement to ``experiments/results/separation_<scale>.json``: the separation per task with its bootstrap interval, the wall time of the command, the CPU time of the command
 and its workers, and the machine's load average before and after (a loaded machine inflates the wall time,
 not the CPU time). ``experiments/render.py`` shows the latest measurement per scale in the README.
 """
@@ -38,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="tiny")
     p.add_argument("--settings", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--batch-settings", type=int, default=20, help="the command's --batch-settings (default 20)")
+    p.add_argument("--note", default="", help="what this measurement is for (shown in the README's table)")
     p.add_argument("--out", type=Path, help="default experiments/results/separation_<scale>.json")
     args = p.parse_args(argv)
     out = args.out or RESULTS / f"separation_{args.scale}.json"
     command = ["archsearch", "baselines", "--scale", args.scale, "--settings", str(args.settings), "--tasks",
-               "arithmetic", "xml", "--cells", "tanh", "lstm-f", "lstm", "gru", "--jobs", str(args.jobs), "--json"]
+               "arithmetic", "xml", "--cells", "tanh", "lstm-f", "lstm", "gru", "--jobs", str(args.jobs),
+               "--batch-settings", str(args.batch_settings), "--json"]
     entry = "import sys; from archsearch.cli import main; sys.exit(main())"
     before, started = conditions(), time.perf_counter()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                    "separation": result["separation"], "best": result["best"], "seconds_per_run": result["seconds_per_run"],
                    "cpu_seconds_per_run": result["cpu_seconds_per_run"], "runs": result["runs"],
                    "start": before, "end": conditions(), "train_config": _train_config(args.scale)}
+    if args.note:
+        measurement["note"] = args.note
     data = json.loads(out.read_text()) if out.exists() else {"experiment": "separation", "scale": args.scale,
                                                                 "measurements": []}
     data["measurements"].append(measurement)

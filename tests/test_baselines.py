@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from archsearch.baselines import (
     PAPER_TABLE1, best_of, bootstrap, paper_separation, ratio, score_matrix, separation,
@@ -94,3 +95,54 @@ def test_baseline_settings_come_from_the_scales_setting_space(monkeypatch):
     assert {job["hparams"]["lr"] for job in jobs} == {0.3}
     paper = draw_settings(tasks, 20, seed=0, scale="paper")
     assert SETTING_SPACES["paper"] == PAPER_SPACE and len({hp.lr for hp in paper["xml"]}) > 1
+
+
+def _short(**more):
+    """tiny's setting space (every setting one shape) with a few SGD steps."""
+    return {"epoch_positions": 20 * 35 * 2, "valid_positions": 20 * 35 * 2, "test_positions": 20 * 35 * 2,
+            "max_epochs": 2, **more}
+
+
+def test_group_jobs_batches_one_cell_task_and_shape(monkeypatch):
+    from archsearch.baselines import group_jobs, make_jobs
+    from archsearch.tasks import get_task
+    from archsearch.train import SETTING_SPACES, SettingSpace
+
+    tasks = [get_task("arithmetic"), get_task("xml")]
+    jobs = make_jobs(["tanh", "lstm"], tasks, 5, 0, "tiny")
+    groups = group_jobs(jobs, 2)
+    assert sorted(len(g) for g in groups) == [1] * 4 + [2] * 8  # 5 settings of each (cell, task): 2 + 2 + 1
+    assert sorted(id(j) for g in groups for j in g) == sorted(id(j) for j in jobs)  # each job exactly once
+    assert all(len({(j["cell"], j["task"]) for j in g}) == 1 for g in groups)
+    assert [g[0] for g in groups] == [j for j in jobs if any(g[0] is j for g in groups)]  # the jobs' order
+    assert group_jobs(jobs, 1) == [[j] for j in jobs]
+    with pytest.raises(ValueError, match="at least 1"):
+        group_jobs(jobs, 0)
+    # settings of different depth never share a model
+    monkeypatch.setitem(SETTING_SPACES, "tiny", SettingSpace(lrs=(0.3,), layers=(1, 2)))
+    mixed = make_jobs(["lstm"], tasks[:1], 12, 0, "tiny")
+    for group in group_jobs(mixed, 20):
+        assert len({j["hparams"]["layers"] for j in group}) == 1
+    shapes = {(j["hparams"]["layers"], j["hparams"]["params"]) for j in mixed}
+    assert len(shapes) > 1 and len(group_jobs(mixed, 20)) == len(shapes)
+
+
+def test_batched_baselines_equal_one_by_one_in_float64():
+    """The same jobs, batched and one by one: the same records (float64, where rounding cannot drift apart)."""
+    from archsearch.baselines import make_jobs, run_jobs
+    from archsearch.tasks import get_task
+
+    jobs = make_jobs(["lstm", "gru"], [get_task("xml")], 3, 0, "tiny", train_overrides=_short())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        alone = {(r["cell"], r["setting"]): r for r in run_jobs(jobs, 1, batch=1)}
+        batched = {(r["cell"], r["setting"]): r for r in run_jobs(jobs, 1, batch=3)}
+    finally:
+        torch.set_default_dtype(previous)
+    assert set(alone) == set(batched) and len(alone) == 6
+    for key, run in alone.items():
+        assert run["batched"] == 1 and batched[key]["batched"] == 3 and batched[key]["cpu_seconds"] > 0
+        assert batched[key]["hparams"] == run["hparams"] and batched[key]["epochs"] == run["epochs"]
+        for field in ("valid", "test", "metric"):
+            assert batched[key][field] == pytest.approx(run[field], abs=1e-9)

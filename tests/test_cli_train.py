@@ -89,6 +89,26 @@ def test_baselines_json_and_table() -> None:
     assert all(run["cpu_seconds"] > 0 for run in summary["runs"])
     assert "nosuch" in _error(_run("baselines", "--cells", "nosuch"))
     assert "--settings must be at least 1" in _error(_run("baselines", "--settings", "0"))
+    assert "--batch-settings must be at least 1" in _error(_run("baselines", "--batch-settings", "0"))
+
+
+def test_baselines_batch_settings_of_one_shape() -> None:
+    """Settings of a cell and task that give the same model train as one batched model; the JSON says so."""
+    args = ["baselines", "--tasks", "xml", "--cells", "gru", "--scale", "ci", "--settings", "6", "--json"]
+    runs = {}
+    for batch in ("1", "3"):
+        out = _run(*args, "--batch-settings", batch)
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        assert summary["batch_settings"] == int(batch)
+        runs[batch] = {run["setting"]: run for run in summary["runs"]}
+    shape = lambda run: (run["hparams"]["layers"], run["units"])  # noqa: E731
+    for setting, run in runs["3"].items():
+        alone = runs["1"][setting]
+        assert alone["batched"] == 1 and alone["hparams"] == run["hparams"] and alone["units"] == run["units"]
+        peers = [r for r in runs["3"].values() if shape(r) == shape(run)]
+        assert run["batched"] == min(len(peers), 3) or len(peers) > 3
+    assert max(run["batched"] for run in runs["3"].values()) > 1  # seed 0 draws settings of one shape
 
 
 

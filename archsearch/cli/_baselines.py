@@ -2,7 +2,8 @@
 
 Every cell trains on the same settings of a task (drawn with ``sample_hparams``
 from a fixed seed) with the same training seeds, so the table compares cells,
-not luck in the draw. The table shows each cell's best validation metric per task;
+not luck in the draw; settings of a cell and task that give the same model train
+as one batched model (``--batch-settings``). The table shows each cell's best validation metric per task;
 below it, per task, the separation ratio (``archsearch.baselines``) with its bootstrap
 interval beside the paper's, and the wall and CPU time per run.
 """
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settings", type=int, default=2, help="random settings per task (default 2)")
     add_run_options(p)
     p.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes (default 1)")
+    p.add_argument("--batch-settings", type=int, default=20, metavar="K",
+                   help="train up to K settings of a cell and task that give the same model shape as one batched "
+                        "model (same results up to float rounding, less CPU; default 20, 1: one by one)")
     p.add_argument("--json", action="store_true", help="print runs, table and separation as one JSON object")
     p.set_defaults(func=run_baselines)
 
@@ -105,6 +109,8 @@ def run_baselines(args: argparse.Namespace) -> int:
         raise CLIUsageError(f"--settings must be at least 1, got {args.settings}")
     if args.jobs < 1:
         raise CLIUsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.batch_settings < 1:
+        raise CLIUsageError(f"--batch-settings must be at least 1, got {args.batch_settings}")
     setup_torch(args)
     for cell in args.cells:
         load_cell(cell).validate()  # fail on a bad name before hours of training
@@ -116,7 +122,7 @@ def run_baselines(args: argparse.Namespace) -> int:
                         TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=Console(stderr=True))
     with progress:
         bar = progress.add_task("baselines", total=len(jobs), last="")
-        for run in run_jobs(jobs, args.jobs):
+        for run in run_jobs(jobs, args.jobs, args.batch_settings):
             runs.append(run)
             last = f"{run['cell']} {run['task']} #{run['setting']}: {_value(run)}"
             progress.update(bar, advance=1, last=last)
@@ -126,6 +132,7 @@ def run_baselines(args: argparse.Namespace) -> int:
     if args.json:
         table = {cell: {task: run["valid"] for task, run in per.items()} for cell, per in best.items()}
         print(json.dumps(finite({"scale": args.scale, "settings": args.settings, "seed": args.seed,
+                                 "batch_settings": args.batch_settings,
                                  "tasks": args.tasks, "cells": args.cells, "seconds": seconds, **times,
                                  "best": table, "paper": PAPER_TABLE1, "separation": seps, "runs": runs}),
                          sort_keys=True))
