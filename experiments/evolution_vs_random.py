@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from _common import RESULTS, conditions, load, save
@@ -58,7 +59,7 @@ def run_chunk(preset: str, strategy: str, seed: int, budget: int, seconds: float
 
 def replay(url: str, name: str) -> dict:
     """The search's evaluations in finishing order and the best leaderboard fitness after each one."""
-    from archsearch.search import SearchConfig
+    from archsearch.search import SearchConfig, stored_train_config
     from archsearch.storage import evaluation_score, normalized_fitness, open_storage
 
     storage = open_storage(url, read_only=True)
@@ -84,23 +85,30 @@ def replay(url: str, name: str) -> dict:
               "top_mutant": None if not ranked else {"name": ranked[0][1].name, "fitness": ranked[0][0],
                                                        "graph_json": ranked[0][1].graph_json},
               "counters": record.counters, "tasks": list(config.tasks), "scale": config.scale,
-              "train_overrides": dict(config.train_overrides)}
+              "train_overrides": dict(config.train_overrides),
+              "train_configs": {t: _plain(asdict(stored_train_config(record.config, t))) for t in config.tasks}}
     storage.close()
     return status
 
 
-def reevaluate(graph_json: str, tasks: list[str], scale: str, settings: int, seed: int, jobs: int,
-               train_overrides: dict) -> dict:
-    """The cell and the GRU on the same fresh settings and seeds, trained as the search trained (its scale and
-    ``train_overrides``): fitness = min over tasks of best / GRU best."""
+def _plain(config: dict) -> dict:
+    return json.loads(json.dumps(config, default=lambda v: v.value))  # enums as their values
+
+
+def reevaluate(graph_json: str, scale: str, settings: int, seed: int, jobs: int,
+               train_configs: dict[str, dict]) -> dict:
+    """The cell and the GRU on the same fresh settings and seeds, each task trained as the search trained it
+    (``train_configs``: task -> the TrainConfig stored when the search started, whatever its scale means today):
+    fitness = min over tasks of best / GRU best."""
     from archsearch.baselines import make_jobs, run_jobs
     from archsearch.cli._train import load_task
 
+    tasks = list(train_configs)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "top.json"
         path.write_text(graph_json)
-        work = make_jobs([str(path), "gru"], [load_task(t, None) for t in tasks], settings, seed, scale,
-                         train_overrides=train_overrides)
+        work = [job for t in tasks for job in make_jobs([str(path), "gru"], [load_task(t, None)], settings, seed,
+                                                        scale, train_overrides=train_configs[t])]
         runs = list(run_jobs(work, jobs))
     best: dict[str, dict[str, float]] = {}
     for run in runs:
@@ -147,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{entry['best_fitness_curve'][-1] if entry['best_fitness_curve'] else None}", flush=True)
     for name, entry in data["searches"].items():
         if entry["evaluations"] >= args.budget and entry.get("top_mutant") and "reevaluated" not in entry:
-            entry["reevaluated"] = reevaluate(entry["top_mutant"]["graph_json"], entry["tasks"], entry["scale"],
+            entry["reevaluated"] = reevaluate(entry["top_mutant"]["graph_json"], entry["scale"],
                                               args.fresh_settings, 1000 + entry["seed"], args.workers,
-                                              entry["train_overrides"])
+                                              entry["train_configs"])
             save(out, data)
             print(f"{name}: top mutant re-evaluated: {entry['reevaluated']['fitness']}", flush=True)
     session["end"] = conditions()

@@ -140,6 +140,31 @@ def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
     assert status["top_mutant"]["fitness"] >= max(mutants)[0] - 1e-12
 
 
+def test_evolution_reevaluates_as_the_search_trained(tmp_path, monkeypatch) -> None:
+    """The re-evaluation trains each task with the config the search stored when it started, not with what its
+    scale means after a recalibration; the GRU re-evaluated against itself (same settings and seeds) ties."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(RENDER.parent))
+    from evolution_vs_random import reevaluate, replay
+    from test_search_rules import CannedExecutor, config
+
+    from archsearch.search import SearchDriver
+    from archsearch.search_spaces import seed
+    from archsearch.storage import open_storage
+    from archsearch.train import SCALES
+
+    url = f"sqlite:///{tmp_path}/e.db"
+    SearchDriver(open_storage(url), config(name="e"), CannedExecutor(), max_evaluations=20).run()
+    monkeypatch.setitem(SCALES, "ci", replace(SCALES["ci"], arithmetic_max_digits=3, max_epochs=1))
+    status = replay(url, "e")
+    assert set(status["train_configs"]) == {"arithmetic", "xml"}
+    arithmetic = status["train_configs"]["arithmetic"]
+    assert arithmetic["arithmetic_max_digits"] == 8 and arithmetic["max_epochs"] == 2  # as stored, not as now
+    again = reevaluate(seed("gru").to_json(), "ci", 1, 5, 1, status["train_configs"])
+    assert again["fitness"] == 1.0 and set(again["ratios"]) == {"arithmetic", "xml"}
+
+
 def test_table1_resumes_in_chunks_and_only_runs_the_tasks_asked(tmp_path) -> None:
     """Two sessions of table1.py at `ci`: the first runs only arithmetic (and stops at its chunk), the second
     completes the file without training a stored run again."""

@@ -17,17 +17,14 @@ def retrain_weights(cell: Cell, task_name: str, hparams: dict[str, Any], search_
     """
     from safetensors.torch import save_file
 
-    from archsearch.search import TRAIN_CONFIGS, SearchConfig, evaluation_seed, job_train_config
+    from archsearch.search import evaluation_seed, stored_train_config
     from archsearch.storage import hparams_hash
     from archsearch.tasks import get_task
-    from archsearch.train import HyperParams, TrainConfig, train_model
+    from archsearch.train import HyperParams, train_model
 
-    config = SearchConfig.from_dict({**search_config, "data_dir": data_dir or search_config.get("data_dir")})
     seed = evaluation_seed(cell.structural_hash(), task_name, hparams_hash(hparams))
-    task = get_task(task_name, config.data_dir)
-    # the task's config as stored when the search started (its scale may have been recalibrated since)
-    stored = search_config.get(TRAIN_CONFIGS, {}).get(task_name, {})
-    train_config = TrainConfig(**{**job_train_config(config, task_name), **stored})
+    task = get_task(task_name, data_dir or search_config.get("data_dir"))
+    train_config = stored_train_config(search_config, task_name, data_dir)  # as it trained in the search
     result, model = train_model(cell, task, HyperParams.from_dict(hparams), train_config, seed=seed, device=device)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.cells.state_dict().items()}
     meta = {"task": task_name, "hparams": str(hparams), "valid": f"{result.valid}", "test": f"{result.test}",

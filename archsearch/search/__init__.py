@@ -7,9 +7,10 @@ from archsearch.search._stage import Stage, StageKind
 # The config is torch-free (read paths need only it); the driver and settings load on first use.
 _LAZY = {
     "Progress": "_driver", "SearchDriver": "_driver", "evaluation_seed": "_driver", "job_train_config": "_driver",
+    "stored_train_config": "_driver",
     "SOURCES": "_settings", "choose_settings": "_settings",
 }  # fmt: skip
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
-__all__ = ["PRESETS", "SOURCES", "TRAIN_CONFIGS", "Progress", "SearchConfig", "SearchDriver", "Stage", "StageKind", "Strategy", "choose_settings", "evaluation_seed", "job_train_config", "preset"]
+__all__ = ["PRESETS", "SOURCES", "TRAIN_CONFIGS", "Progress", "SearchConfig", "SearchDriver", "Stage", "StageKind", "Strategy", "choose_settings", "evaluation_seed", "job_train_config", "preset", "stored_train_config"]
