@@ -34,7 +34,6 @@ import datetime
 import importlib.util
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +47,8 @@ import archsearch
 from archsearch.compiler import compile_cell
 from archsearch.export import export_class_name, export_source
 from archsearch.ir import Cell, Op
+
+from _timing import interleaved, train_step
 
 # ---------------------------------------------------------------- config
 B, T = 20, 35
@@ -161,25 +162,9 @@ def _models(names: tuple[str, ...], hidden: int, torch_compile: bool, device: st
     return models
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
-    out = model(x)
-    y = out[0] if isinstance(out, tuple) else out
-    model.zero_grad(set_to_none=True)
-    (y * g).sum().backward()
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _time(model: nn.Module, x: torch.Tensor, g: torch.Tensor, steps: int) -> float:
-    _sync(str(x.device))
-    start = time.perf_counter()
-    for _ in range(steps):
-        _train_step(model, x, g)
-    _sync(str(x.device))
-    return (time.perf_counter() - start) / steps
 
 
 class _Outputs(nn.Module):
@@ -207,17 +192,12 @@ def measure(models: dict[str, nn.Module], hidden: int, repeats: int, steps: int,
     for name, model in models.items():
         _sync(device)
         start = time.perf_counter()
-        _train_step(model, x, g)  # first call: torch.compile traces and compiles here
+        train_step(model, x, g)  # first call: torch.compile traces and compiles here
         _sync(device)
         compile_seconds[name] = time.perf_counter() - start
-        for _ in range(warmup):
-            _train_step(model, x, g)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            samples[name].append(_time(model, x, g, steps))
+    cases = {name: (lambda m=model: train_step(m, x, g)) for name, model in models.items()}
     measure.first_call = compile_seconds  # type: ignore[attr-defined]
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return interleaved(cases, repeats, steps, warmup, sync=lambda: _sync(device))
 
 
 def _reference(name: str) -> str:
@@ -276,12 +256,12 @@ def profile(name: str, rows: int, hidden: int, device: str = "cpu") -> str:
     model = compile_cell(archsearch.seed(name), H, H, seed=0).to(device)
     x, g = torch.randn(T, B, H, device=device), torch.randn(T, B, H, device=device)
     for _ in range(3):
-        _train_step(model, x, g)
+        train_step(model, x, g)
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch_profile(activities=activities) as prof:
         for _ in range(5):
-            _train_step(model, x, g)
+            train_step(model, x, g)
         _sync(device)
     return prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=rows)
 

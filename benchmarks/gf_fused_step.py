@@ -11,15 +11,15 @@ against the generated step in float64 (outputs, states and every gradient), then
     python benchmarks/gf_fused_step.py 200
 """
 
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 import archsearch
 from archsearch.compiler import compile_cell
+
+from _timing import interleaved, train_step
 
 torch.set_num_threads(1)
 
@@ -65,12 +65,6 @@ def fused_step(self, x, xp, h3, c3, h2, c2, h1, c1):
     return (h3_new, c3_new, h2_new, c2_new, h1_new, c1_new)
 
 
-def train_step(stack, x, g):
-    y, _ = stack(x)
-    stack.zero_grad(set_to_none=True)
-    (y * g).sum().backward()
-
-
 def main() -> None:
     H = int(sys.argv[1]) if len(sys.argv) > 1 else 64
     cell = archsearch.seed("gf-lstm")
@@ -90,17 +84,8 @@ def main() -> None:
     fus.layers[0]._step = fused_step
     x, g = torch.randn(35, 20, H, requires_grad=True), torch.randn(35, 20, H)
     cases = {"generated": gen, "fused": fus}
-    for m in cases.values():
-        for _ in range(2):
-            train_step(m, x, g)
-    times = {k: [] for k in cases}
-    for _ in range(11):
-        for k, m in cases.items():
-            t = time.perf_counter()
-            for _ in range(2):
-                train_step(m, x, g)
-            times[k].append((time.perf_counter() - t) / 2)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    seconds = interleaved({k: (lambda m=m: train_step(m, x, g)) for k, m in cases.items()}, rounds=11, calls=2)
+    med = {k: v * 1e3 for k, v in seconds.items()}
     print(f"H={H} ms/step", {k: round(v, 2) for k, v in med.items()},
           f"fused/generated {med['fused'] / med['generated']:.2f}")
 

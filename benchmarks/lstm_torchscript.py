@@ -8,14 +8,14 @@ against the compiled module and nn.LSTM (forward + backward, B=20, T=35, 1 threa
     python benchmarks/lstm_torchscript.py 64 fuse   # also ask for the CPU fuser (needs torch built with LLVM)
 """
 
-import statistics
 import sys
-import time
 
 import torch
 
 import archsearch
 from archsearch.compiler import compile_cell
+
+from _timing import interleaved, train_step
 
 
 @torch.jit.script
@@ -46,12 +46,6 @@ class ScriptedLSTM(torch.nn.Module):
         return lstm_window(self.input_projection(x), self.weight_h, h, torch.zeros_like(h))
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
-    y = model(x)[0]
-    model.zero_grad(set_to_none=True)
-    (y * g).sum().backward()
-
-
 def main() -> None:
     hidden = int(sys.argv[1]) if len(sys.argv) > 1 else 64
     fuse = len(sys.argv) > 2 and sys.argv[2] == "fuse"
@@ -62,17 +56,9 @@ def main() -> None:
     cases = {"compiled": compile_cell(archsearch.seed("lstm"), hidden, hidden, seed=0),
              "script": ScriptedLSTM(hidden), "nn.LSTM": torch.nn.LSTM(hidden, hidden)}
     x, g = torch.randn(35, 20, hidden, requires_grad=True), torch.randn(35, 20, hidden)
-    for model in cases.values():
-        for _ in range(5):
-            train_step(model, x, g)
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(15):
-        for name, model in cases.items():
-            start = time.perf_counter()
-            for _ in range(3):
-                train_step(model, x, g)
-            times[name].append((time.perf_counter() - start) / 3)
-    ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+    seconds = interleaved({name: (lambda m=model: train_step(m, x, g)) for name, model in cases.items()},
+                          rounds=15, calls=3, warmup=5)
+    ms = {name: v * 1e3 for name, v in seconds.items()}
     print(hidden, "fuse" if fuse else "nofuse", {k: round(v, 2) for k, v in ms.items()},
           "script/compiled", round(ms["script"] / ms["compiled"], 2))
 

@@ -9,14 +9,14 @@ in float64, then timed against the compiled module and nn.LSTM (B=20, T=35, 1 th
     python benchmarks/lstm_window_function.py 200
 """
 
-import statistics
 import sys
-import time
 
 import torch
 
 import archsearch
 from archsearch.compiler import compile_cell
+
+from _timing import interleaved
 
 torch.set_num_threads(1)
 
@@ -104,17 +104,7 @@ def main() -> None:
 
     cases = {"nn.LSTM": nn_step, "compiled": lambda: module_step(stack, x, g),
              "window Function": lambda: fn_step(layer, x, g)}
-    for f in cases.values():
-        for _ in range(3):
-            f()
-    times = {k: [] for k in cases}
-    for _ in range(15):
-        for k, f in cases.items():
-            t = time.perf_counter()
-            for _ in range(3):
-                f()
-            times[k].append((time.perf_counter() - t) / 3)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    med = {k: v * 1e3 for k, v in interleaved(cases, rounds=15, calls=3, warmup=3).items()}
     print(f"H={H} ms/step", {k: round(v, 2) for k, v in med.items()},
           f"compiled/nn.LSTM {med['compiled'] / med['nn.LSTM']:.2f}",
           f"window/nn.LSTM {med['window Function'] / med['nn.LSTM']:.2f}",
