@@ -316,6 +316,23 @@ class NoSelection(SearchDriver):
     def _select(self, rng):
         raise AssertionError("a random search must not read the top list")
 
+    def _in_top(self, arch_id):
+        raise AssertionError("a random search must not read the top list")
+
+
+def test_random_search_counts_a_proposal_equal_to_a_known_cell_as_a_duplicate(tmp_path):
+    """Single mutations of two seeds soon repeat themselves: random search re-examines none of them (that would
+    read the top list and re-train known cells), it counts them as duplicates."""
+    cfg = config(strategy="random", name="random", random_chain_max=1)
+    url = f"sqlite:///{tmp_path}/d.db"
+    NoSelection(open_storage(url), cfg, CannedExecutor(), max_evaluations=600).run()
+    storage = open_storage(url, read_only=True)
+    record = storage.get_search("random")
+    assert record.counters.get("duplicates", 0) >= 1, record.counters
+    assert not any(k.startswith("reexamined") for k in record.counters)
+    assert all(Stage.parse(a.stage).visit <= 1 for a in storage.list_architectures(record.id) if a.origin == "mutant")
+    assert not any(e.purpose.startswith("reexamine") for e in storage.evaluations(search_id=record.id))
+
 
 def test_random_search_draws_from_the_seeds_without_selection_and_spends_the_budget(tmp_path):
     cfg = config(strategy="random", name="random")
@@ -331,8 +348,9 @@ def test_random_search_draws_from_the_seeds_without_selection_and_spends_the_bud
     assert set(chains) <= set(range(1, cfg.random_chain_max + 1)) and len(chains) >= 4, chains
     assert all(len(a.mutation["transforms"]) >= a.mutation["chain"] for a in mutants)
     purposes = {e.purpose.split("#")[0] for e in storage.evaluations(search_id=record.id)}
-    assert "reeval" not in purposes, purposes
+    assert {p.split(":")[0] for p in purposes} <= {"filter", "init", "task"}, purposes  # no reeval, no reexamine
     assert record.config["strategy"] == "random" and "reevaluations" not in record.counters
+    assert all(Stage.parse(a.stage).visit <= 1 for a in mutants)  # no architecture entered a stage twice
     # the filter and the gates apply as in evolution
     stages = collections.Counter(Stage.parse(a.stage).kind for a in mutants)
     assert stages[StageKind.GATED_OUT] + stages[StageKind.FILTERED_OUT] >= 1, stages

@@ -373,14 +373,17 @@ class SearchDriver:
 
     def _random_step(self, rng: np.random.Generator, step: int) -> bool:
         """Random search (the control of issue 12): a chain of 1..random_chain_max mutations of a seed drawn
-        uniformly; nothing is read from the top list and nothing is re-evaluated."""
+        uniformly; nothing is read from the top list and nothing is re-evaluated or re-examined (a proposal
+        equal to a known architecture is counted as a duplicate)."""
         name = self.config.seeds[int(rng.integers(len(self.config.seeds)))]
         seed = self.storage.find_architecture(self.search.id, name=name)
-        return self._mutate_step(seed, rng, step, links=int(rng.integers(1, self.config.random_chain_max + 1)))
+        links = int(rng.integers(1, self.config.random_chain_max + 1))
+        return self._mutate_step(seed, rng, step, links=links, reexamine=False)
 
-    def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int, links: int = 1) -> bool:
-        """Propose a child of ``parent`` (``links`` mutations in a chain) and send it to the filter, or
-        re-examine the known architecture it equals."""
+    def _mutate_step(self, parent: ArchitectureRecord, rng: np.random.Generator, step: int, links: int = 1,
+                     reexamine: bool = True) -> bool:
+        """Propose a child of ``parent`` (``links`` mutations in a chain) and send it to the filter; if it equals
+        a known architecture, re-examine that one (``reexamine``) or count a duplicate."""
         from archsearch.mutation import MutationError, chain_record, fingerprint, mutate
 
         child, chain = Cell.from_json(parent.graph_json), []
@@ -400,8 +403,11 @@ class SearchDriver:
         fp = fingerprint(child)
         if existing is None:
             existing = self.storage.find_architecture(self.search.id, fingerprint=fp)
-        if existing is not None:
+        if existing is not None and reexamine:
             return self._reexamine(existing, step, rng)
+        if existing is not None:
+            self._add_counts({"proposed": 1, "duplicates": 1})
+            return False
         mutation = {**record.to_dict(), "step": step, "parent": parent.name, "chain": links}
         arch, created = self.storage.add_architecture(
             self.search.id, name=child.name, graph_json=child.to_json(), structural_hash=structural,
