@@ -5,7 +5,7 @@
 A section is the text between ``<!-- experiments:NAME -->`` and ``<!-- /experiments:NAME -->``; only those
 lines change, so the README's prose stays as written and every number inside a section comes from a JSON file.
 Sections: ``table1`` (Table 1 per scale with bootstrap intervals, separation, Spearman rank correlations with
-the paper and between scales, cost), ``separation`` (the latest timed separation benchmark per scale) and
+the paper and between scales, cost), ``separation`` (every timed separation benchmark per scale, newest first) and
 ``read_path`` (``benchmarks/results/read_path.json``: the read-only commands before and after issue 17) and
 ``soak`` (``benchmarks/results/soak*.json``: memory over one long search process).
 Rendering is deterministic: the same JSON gives the same README.
@@ -117,12 +117,24 @@ def table1_section(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out).rstrip()
 
 
+def _batch_settings(measurement: dict[str, Any]) -> int:
+    """The command's --batch-settings; measurements made before the option existed ran one by one."""
+    return int(measurement.get("batch_settings", 1))
+
+
+def _command(measurement: dict[str, Any]) -> str:
+    """The command as it would run today: with its --batch-settings written out."""
+    command = measurement["command"]
+    return command if "--batch-settings" in command else f"{command} --batch-settings {_batch_settings(measurement)}"
+
+
 def separation_section(docs: list[dict[str, Any]]) -> str:
     """Every timed ``archsearch baselines`` separation run per scale, newest first, with its note."""
     if not docs:
         return "_No separation benchmark yet (`python experiments/separation.py`)._"
-    out = ["| scale | measured | arithmetic (paper 3.03) | xml (paper 1.33) | wall | CPU | load average | note |",
-           "|---|---|---:|---:|---:|---:|---|---|"]
+    out = ["| scale | measured | arithmetic (paper 3.03) | xml (paper 1.33) | wall | CPU | batched | load average "
+           "| note |",
+           "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for doc in docs:
         for m in reversed(doc["measurements"]):
             cells = []
@@ -132,11 +144,12 @@ def separation_section(docs: list[dict[str, Any]]) -> str:
             load = f"{m['start']['load_average'][0]:.1f} → {m['end']['load_average'][0]:.1f}"
             when = m["start"].get("time", "–")[:16]
             out.append(f"| `{doc['scale']}` | {when} | {cells[0]} | {cells[1]} | {m['wall_seconds'] / 60:.1f} min | "
-                       f"{m['cpu_seconds'] / 60:.1f} min | {load} | {m.get('note', '')} |")
-    commands = sorted({m["command"] for doc in docs for m in doc["measurements"]})
+                       f"{m['cpu_seconds'] / 60:.1f} min | {_batch_settings(m)} | {load} | {m.get('note', '')} |")
+    commands = sorted({_command(m) for doc in docs for m in doc["measurements"]})
     out.append("")
     out.append("Command: " + "; ".join(f"`{c}`" for c in commands) + " (timed by `experiments/separation.py`; CPU is "
-               "the command and its worker processes).")
+               "the command and its worker processes; batched: the command's `--batch-settings`, 1 for one run at a "
+               "time).")
     return "\n".join(out)
 
 

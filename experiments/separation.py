@@ -6,7 +6,7 @@ Runs ``archsearch baselines --scale S --settings 3 --tasks arithmetic xml --cell
 --jobs 2 --batch-settings K --json`` in a subprocess (K: the command's default, 20, unless given) and appends
 one measurement to ``experiments/results/separation_<scale>.json``: the separation per task with its bootstrap interval, the wall time of the command, the CPU time of the command
 and its workers, and the machine's load average before and after (a loaded machine inflates the wall time,
-not the CPU time). ``experiments/render.py`` shows the latest measurement per scale in the README.
+not the CPU time). ``experiments/render.py`` shows every measurement per scale, newest first, in the README.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     measurement = {"command": " ".join(command[:-1]), "wall_seconds": wall, "cpu_seconds": cpu,
                    "separation": result["separation"], "best": result["best"], "seconds_per_run": result["seconds_per_run"],
                    "cpu_seconds_per_run": result["cpu_seconds_per_run"], "runs": result["runs"],
-                   "start": before, "end": conditions(), "train_config": _train_config(args.scale)}
+                   "start": before, "end": conditions(), "train_config": _train_config(args.scale),
+                   "batch_settings": args.batch_settings}
     if args.note:
         measurement["note"] = args.note
     data = json.loads(out.read_text()) if out.exists() else {"experiment": "separation", "scale": args.scale,

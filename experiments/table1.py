@@ -5,8 +5,8 @@
 Writes ``experiments/results/table1_<scale>.json`` (``--out``): the configuration, one record per run
 (best validation metric, wall and CPU seconds) appended as runs finish, and the conditions of each session.
 Re-running the same command continues: runs already in the file are not trained again. The settings are
-``archsearch.baselines.draw_settings`` (the same for every cell), so the file is what ``archsearch baselines``
-would print, one run at a time. ``experiments/render.py`` turns it into the README's table.
+``archsearch.baselines.draw_settings`` (the same for every cell), so the file is what ``archsearch baselines
+--batch-settings 1`` would print (one run at a time; the command batches by default). ``experiments/render.py`` turns it into the README's table.
 """
 
 from __future__ import annotations

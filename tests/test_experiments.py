@@ -59,7 +59,8 @@ def test_render_fills_marked_sections_and_is_idempotent(tmp_path) -> None:
     assert "(paper 3.03)" in table and "xml" in table and "0.80 wall-hours" not in table and "2.00 wall-hours" in table
     assert "Spearman rank correlation of the cells' bests with Table 1: arithmetic +" in table
     assert "between `tiny` and `small`: arithmetic +" in text
-    assert "| `tiny` | – | 1.90 (1.40–2.30) | – | 4.5 min | 8.0 min | 0.5 → 2.0 |  |" in text
+    assert "| `tiny` | – | 1.90 (1.40–2.30) | – | 4.5 min | 8.0 min | 1 | 0.5 → 2.0 |  |" in text
+    assert "`archsearch baselines --scale tiny --batch-settings 1`" in text  # made before the option: one by one
     assert "unchanged" in _render(readme, results) and readme.read_text() == text
 
 

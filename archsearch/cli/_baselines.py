@@ -27,10 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cells", nargs="+", default=PAPER_CELLS, help="seed names or cell JSON files (default: Table 1's)")
     p.add_argument("--settings", type=int, default=2, help="random settings per task (default 2)")
     add_run_options(p)
-    p.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs (or batched groups, see --batch-settings) in parallel processes (default 1)")
     p.add_argument("--batch-settings", type=int, default=20, metavar="K",
                    help="train up to K settings of a cell and task that give the same model shape as one batched "
-                        "model (same results up to float rounding, less CPU; default 20, 1: one by one)")
+                        "model (each setting as if alone: equal in float64, rounding differs in float32; less CPU; "
+                        "default 20, 1: one by one)")
     p.add_argument("--json", action="store_true", help="print runs, table and separation as one JSON object")
     p.set_defaults(func=run_baselines)
 
