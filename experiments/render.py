@@ -7,7 +7,8 @@ lines change, so the README's prose stays as written and every number inside a s
 Sections: ``table1`` (Table 1 per scale with bootstrap intervals, separation, Spearman rank correlations with
 the paper and between scales, cost), ``separation`` (every timed separation benchmark per scale, newest first) and
 ``read_path`` (``benchmarks/results/read_path.json``: the read-only commands before and after issue 17) and
-``soak`` (``benchmarks/results/soak*.json``: memory over one long search process).
+``soak`` (``benchmarks/results/soak*.json``: memory over one long search process), ``cell_speed`` and
+``memorize_filter`` (``benchmarks/results/cell_speed.json`` and ``memorize_filter.json``: issue 15's speed tables).
 Rendering is deterministic: the same JSON gives the same README.
 """
 
@@ -297,11 +298,64 @@ def soak_section(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _reference(cell: str) -> str:
+    """What cell_speed times a seed against: a 3-layer nn.LSTM for the cells that contain 3 layers."""
+    return "nn.LSTM x3" if cell in ("gf-lstm", "hm-lstm") else ("nn.GRU" if "gru" in cell else "nn.LSTM")
+
+
+def cell_speed_section(path: Path) -> str:
+    """``benchmarks/cell_speed.py``: each seed's train step over its PyTorch reference, per (H, threads)."""
+    if not path.exists():
+        return "_No cell-speed run yet (`python benchmarks/cell_speed.py --hidden 64 200 --threads 1 2`)._"
+    doc = json.loads(path.read_text())
+    cells = [c for c in doc["cells"] if c in doc["runs"][0]["ms_per_step"]]
+    out = ["| H | threads | load average | " + " | ".join(f"{c} / {_reference(c)}" for c in cells)
+           + " | " + " | ".join(f"{c} ms" for c in cells) + " |",
+           "|---:|---:|---:|" + "---:|" * (2 * len(cells))]
+    for run in doc["runs"]:
+        ms = run["ms_per_step"]
+        ratios = " | ".join(f"{ms[c] / ms[_reference(c)]:.2f}x" for c in cells)
+        times = " | ".join(f"{ms[c]:.2f}" for c in cells)
+        out.append(f"| {run['hidden']} | {run['threads']} | {run['load_average_before']:.1f} | {ratios} | {times} |")
+    refs = sorted({_reference(c) for c in cells})
+    out += ["", f"Reference ms per step: " + "; ".join(
+        f"H={r['hidden']}, {r['threads']} thread(s): " + ", ".join(f"{ref} {r['ms_per_step'][ref]:.2f}" for ref in refs)
+        for r in doc["runs"]) + f". Train step (forward + backward) of B={doc['batch']}, T={doc['unroll']}, median of "
+        f"{doc['repeats']} interleaved rounds of {doc['steps']} steps; {doc['device']}, torch {doc['torch']}, "
+        f"{doc['date'][:16].replace('T', ' ')} UTC."]
+    return "\n".join(out)
+
+
+def memorize_filter_section(path: Path) -> str:
+    """``benchmarks/memorize_filter.py --out``: seconds and minibatches to pass the memorization filter."""
+    if not path.exists():
+        return "_No filter benchmark yet (`python benchmarks/memorize_filter.py --out benchmarks/results/memorize_filter.json`)._"
+    doc = json.loads(path.read_text())
+    out = ["| cell | passed | minibatches to pass | seconds to pass | median seconds |", "|---|---:|---|---|---:|"]
+    for cell, summary in doc["summary"].items():
+        runs = [r for r in doc["runs"] if r["cell"] == cell and r["passed"]]
+        batches = [r["minibatches"] for r in runs]
+        seconds = [r["seconds"] for r in runs]
+        span = lambda v, f: "–" if not v else f"{f(min(v))}–{f(max(v))}"  # noqa: E731
+        median = summary.get("median_seconds_to_pass")
+        out.append(f"| {cell} | {summary['passed']}/{summary['runs']} | {span(batches, lambda b: f'{b:,}')} | "
+                   f"{span(seconds, lambda t: f'{t:.1f}')} | {'–' if median is None else f'{median:.1f}'} |")
+    hp = doc["hparams"]
+    out += ["", f"Scale `{doc['scale']}`'s filter, lr {hp['lr']:g}, init {hp['init_scale']:g}, clip "
+            f"{hp['max_grad_norm']:g}, {hp['params']:,} parameters, {doc['threads']} thread(s), seeds "
+            f"{', '.join(str(r['seed']) for r in doc['runs'] if r['cell'] == next(iter(doc['summary'])))}; load "
+            f"average {doc['load_average_before']:.1f} → {doc['load_average_after']:.1f}; torch {doc['torch']}, "
+            f"{doc['date'][:16].replace('T', ' ')} UTC."]
+    return "\n".join(out)
+
+
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
 SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "table1": lambda r, b: table1_section(_load(r, "table1")),
             "separation": lambda r, b: separation_section(_load(r, "separation")),
             "read_path": lambda r, b: read_path_section(b / "read_path.json"),
+            "cell_speed": lambda r, b: cell_speed_section(b / "cell_speed.json"),
+            "memorize_filter": lambda r, b: memorize_filter_section(b / "memorize_filter.json"),
             "memoryless": lambda r, b: memoryless_section(r / "memoryless.json"),
             "quick_run": lambda r, b: quick_run_section(r / "quick_run.json"),
             "evolution": lambda r, b: evolution_section(_read_all(r, "evolution_vs_random_*.json")),
