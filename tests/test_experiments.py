@@ -119,6 +119,36 @@ def test_render_soak_section_from_benchmark_json(tmp_path) -> None:
     assert "No soak yet" in readme.read_text()
 
 
+def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
+    """Issue 15's tables: each seed over its PyTorch reference (a 3-layer nn.LSTM for the 3-layer seeds), and the
+    filter's minibatches and seconds over the passing runs."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    ms = {"nn.LSTM": 2.0, "nn.GRU": 4.0, "nn.LSTM x3": 10.0, "lstm": 5.0, "gru": 4.4, "gf-lstm": 30.0}
+    (bench / "cell_speed.json").write_text(json.dumps({
+        "date": "2026-12-03T09:43:51+00:00", "torch": "2.x", "device": "CPU", "batch": 20, "unroll": 35, "repeats": 7,
+        "steps": 2, "cells": ["lstm", "gru", "gf-lstm"], "runs": [{"hidden": 64, "threads": 1, "load_average_before": 0.96,
+                                                                   "ms_per_step": ms}]}))
+    runs = [{"cell": "lstm", "seed": s, "passed": s != 2, "minibatches": 1000 + 100 * s, "seconds": 10.0 + s}
+            for s in range(4)]
+    (bench / "memorize_filter.json").write_text(json.dumps({
+        "date": "2026-12-03T09:41:29+00:00", "torch": "2.x", "threads": 1, "scale": "small", "runs": runs,
+        "hparams": {"lr": 0.5, "init_scale": 2.0, "max_grad_norm": 10.0, "layers": 1, "params": 25000},
+        "load_average_before": 1.2, "load_average_after": 1.1,
+        "summary": {"lstm": {"passed": 3, "runs": 4, "median_seconds_to_pass": 11.0}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n"
+                      "<!-- experiments:memorize_filter -->\n<!-- /experiments:memorize_filter -->\n")
+    (tmp_path / "empty").mkdir()
+    _render(readme, tmp_path / "empty", bench)
+    text = readme.read_text()
+    assert "| lstm / nn.LSTM | gru / nn.GRU | gf-lstm / nn.LSTM x3 |" in text
+    assert "| 64 | 1 | 1.0 | 2.50x | 1.10x | 3.00x | 5.00 | 4.40 | 30.00 |" in text
+    assert "| lstm | 3/4 | 1,000–1,300 | 10.0–13.0 | 11.0 |" in text  # the failed seed 2 is not a time to pass
+    _render(readme, tmp_path / "empty", tmp_path / "empty")
+    assert "No cell-speed run yet" in readme.read_text() and "No filter benchmark yet" in readme.read_text()
+
+
 def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
     """The experiment's replay of a search (best fitness after each evaluation) ends where the leaderboard is."""
     sys.path.insert(0, str(RENDER.parent))
