@@ -56,7 +56,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the PTB files or the music pickles")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     # Default 1: the models are small (20 x a few hundred matmuls), so more threads mostly add synchronisation;
-    # on this project's shared 2-core machine a memorization run took 21 s with 1 thread and over 300 s with 2.
+    # on a 2-core machine a second thread makes these steps slower (benchmarks/cell_speed.py --threads 1 2).
     p.add_argument("--threads", type=int_range(1, 1024), default=1, help="torch CPU threads (default 1)")
 
 
