@@ -9,6 +9,7 @@ since every cell ran the same settings), take each cell's best over the resample
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 import zlib
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PAPER_CELLS = ["tanh", "lstm", "lstm-f", "lstm-i", "lstm-o", "lstm-b", "gru", "mut1", "mut2", "mut3"]
 # Jozefowicz et al. 2015, Table 1: best accuracy (PTB: exp(-NLL)) per architecture.
@@ -214,11 +217,12 @@ def _job_context(job: Mapping[str, Any]):
     return cell, task, task_config(job["scale"], task).with_overrides(**job.get("train_overrides", {}))
 
 
-def group_jobs(jobs: Sequence[Mapping[str, Any]], batch: int) -> list[list[Mapping[str, Any]]]:
+def group_jobs(jobs: Sequence[Mapping[str, Any]], batch: int, workers: int = 1) -> list[list[Mapping[str, Any]]]:
     """Jobs in groups of at most ``batch`` that can train as one batched model: the same cell, task, scale,
     overrides and device, and settings that give the same (layers, units). ``batch=1``: one job per group.
+    While there are fewer groups than ``workers``, the largest is halved, so no worker idles for batching.
 
-    Groups keep the jobs' order (by their first job), so a table is filled in the order it was before."""
+    Groups are sorted by their first job's place in ``jobs``."""
     from archsearch.train import HyperParams, group_compatible
 
     if batch < 1:
@@ -236,6 +240,10 @@ def group_jobs(jobs: Sequence[Mapping[str, Any]], batch: int) -> list[list[Mappi
         hps = [HyperParams.from_dict(j["hparams"]) for j in members]
         for shape in group_compatible(hps, cell, task, config):
             groups += [[members[i] for i in shape[k:k + batch]] for k in range(0, len(shape), batch)]
+    while len(groups) < workers and max(map(len, groups), default=1) > 1:
+        largest = max(groups, key=len)
+        groups.remove(largest)
+        groups += [largest[: len(largest) // 2], largest[len(largest) // 2 :]]
     order = {id(job): i for i, job in enumerate(jobs)}
     return sorted(groups, key=lambda g: order[id(g[0])])
 
@@ -244,12 +252,26 @@ def run_jobs(jobs: Iterable[Mapping[str, Any]], workers: int, batch: int = 1) ->
     """Yield each job's record, inline or from ``workers`` spawned processes (groups in completion order).
 
     ``batch > 1`` trains up to that many compatible jobs as one batched model (:func:`group_jobs`): the same
-    settings and seeds, results equal to one by one up to float rounding, in less CPU time."""
-    groups = group_jobs(list(jobs), batch)
+    settings and seeds, results equal to one by one in float64 (in float32 the two round differently). A group
+    whose batched training fails is trained again one job at a time."""
+    groups = group_jobs(list(jobs), batch, workers)
     if workers == 1:
         for group in groups:
-            yield from run_group(group)
+            yield from run_group_safely(group)
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in as_completed([pool.submit(run_group, group) for group in groups]):
+        for future in as_completed([pool.submit(run_group_safely, group) for group in groups]):
             yield from future.result()
+
+
+def run_group_safely(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`run_group`; if batched training of several jobs fails, each job is trained alone instead (the
+    search's executors do the same), so one bad group does not cost the others' results."""
+    if len(jobs) == 1:
+        return run_group(jobs)
+    try:
+        return run_group(jobs)
+    except Exception as e:  # noqa: BLE001 - retried one by one, where a real error raises again
+        log.warning("batched training of %d settings of %s on %s failed (%s); training them one by one",
+                    len(jobs), jobs[0]["cell"], jobs[0]["task"], e)
+        return [record for job in jobs for record in run_group([job])]

@@ -311,7 +311,7 @@ def main() -> None:
     print("\n" + summary(runs, names))
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "device": where, "batch": B, "unroll": T, "repeats": args.repeats,
-              "steps": args.steps, "cells": list(names), "runs": runs,
+              "steps": args.steps, "cells": list(names), "references": {n: _reference(n) for n in names}, "runs": runs,
               "load_average_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         if entry["evaluations"] >= args.budget and entry.get("top_mutant") and "reevaluated" not in entry:
             entry["reevaluated"] = reevaluate(entry["top_mutant"]["graph_json"], entry["scale"],
                                               args.fresh_settings, 1000 + entry["seed"], args.workers,
-                                              entry["train_configs"])
+                                              entry.get("train_configs")
+                                              or replay(_url(args.preset, entry["strategy"], entry["seed"]),
+                                                        name)["train_configs"])
             save(out, data)
             print(f"{name}: top mutant re-evaluated: {entry['reevaluated']['fitness']}", flush=True)
     session["end"] = conditions()

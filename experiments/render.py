@@ -298,16 +298,14 @@ def soak_section(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _reference(cell: str) -> str:
-    """What cell_speed times a seed against: a 3-layer nn.LSTM for the cells that contain 3 layers."""
-    return "nn.LSTM x3" if cell in ("gf-lstm", "hm-lstm") else ("nn.GRU" if "gru" in cell else "nn.LSTM")
-
-
 def cell_speed_section(path: Path) -> str:
     """``benchmarks/cell_speed.py``: each seed's train step over its PyTorch reference, per (H, threads)."""
     if not path.exists():
         return "_No cell-speed run yet (`python benchmarks/cell_speed.py --hidden 64 200 --threads 1 2`)._"
     doc = json.loads(path.read_text())
+    references = doc.get("references") or {  # files written before cell_speed recorded its references
+        c: "nn.LSTM x3" if c in ("gf-lstm", "hm-lstm") else ("nn.GRU" if "gru" in c else "nn.LSTM") for c in doc["cells"]}
+    _reference = references.__getitem__
     cells = [c for c in doc["cells"] if c in doc["runs"][0]["ms_per_step"]]
     out = ["| H | threads | load average | " + " | ".join(f"{c} / {_reference(c)}" for c in cells)
            + " | " + " | ".join(f"{c} ms" for c in cells) + " |",

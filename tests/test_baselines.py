@@ -116,6 +116,10 @@ def test_group_jobs_batches_one_cell_task_and_shape(monkeypatch):
     assert all(len({(j["cell"], j["task"]) for j in g}) == 1 for g in groups)
     assert [g[0] for g in groups] == [j for j in jobs if any(g[0] is j for g in groups)]  # the jobs' order
     assert group_jobs(jobs, 1) == [[j] for j in jobs]
+    one = [j for j in jobs if j["cell"] == "lstm" and j["task"] == "xml"]
+    assert [len(g) for g in group_jobs(one, 20)] == [5]
+    assert sorted(len(g) for g in group_jobs(one, 20, workers=2)) == [2, 3]  # no worker idles for batching
+    assert sorted(len(g) for g in group_jobs(one, 20, workers=8)) == [1] * 5
     with pytest.raises(ValueError, match="at least 1"):
         group_jobs(jobs, 0)
     # settings of different depth never share a model
@@ -146,3 +150,16 @@ def test_batched_baselines_equal_one_by_one_in_float64():
         assert batched[key]["hparams"] == run["hparams"] and batched[key]["epochs"] == run["epochs"]
         for field in ("valid", "test", "metric"):
             assert batched[key][field] == pytest.approx(run[field], abs=1e-9)
+
+
+def test_a_group_that_fails_batched_is_trained_one_by_one():
+    """Settings of two depths forced into one group cannot share a model: each is trained alone instead."""
+    from archsearch.baselines import make_jobs, run_group, run_group_safely
+    from archsearch.tasks import get_task
+
+    jobs = make_jobs(["gru"], [get_task("xml")], 8, 0, "ci")
+    pair = next([a, b] for a in jobs for b in jobs if a["hparams"]["layers"] != b["hparams"]["layers"])
+    with pytest.raises(Exception, match="layers"):
+        run_group(pair)
+    records = run_group_safely(pair)
+    assert [r["setting"] for r in records] == [j["setting"] for j in pair] and all(r["batched"] == 1 for r in records)

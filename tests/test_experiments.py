@@ -192,8 +192,18 @@ def test_evolution_reevaluates_as_the_search_trained(tmp_path, monkeypatch) -> N
     assert set(status["train_configs"]) == {"arithmetic", "xml"}
     arithmetic = status["train_configs"]["arithmetic"]
     assert arithmetic["arithmetic_max_digits"] == 8 and arithmetic["max_epochs"] == 2  # as stored, not as now
+    import archsearch.baselines as baselines
+
+    trained, run_jobs = [], baselines.run_jobs
+    monkeypatch.setattr(baselines, "run_jobs", lambda jobs, *a, **k: run_jobs(trained.extend(jobs) or jobs, *a, **k))
     again = reevaluate(seed("gru").to_json(), "ci", 1, 5, 1, status["train_configs"])
     assert again["fitness"] == 1.0 and set(again["ratios"]) == {"arithmetic", "xml"}
+    from archsearch.tasks import get_task
+    from archsearch.train import task_config
+
+    configs = {job["task"]: task_config(job["scale"], get_task(job["task"])).with_overrides(**job["train_overrides"])
+               for job in trained}
+    assert configs["arithmetic"].arithmetic_max_digits == 8 and configs["xml"].max_epochs == 2  # as stored
 
 
 def test_table1_resumes_in_chunks_and_only_runs_the_tasks_asked(tmp_path) -> None:

@@ -24,7 +24,7 @@ def retrain_weights(cell: Cell, task_name: str, hparams: dict[str, Any], search_
 
     seed = evaluation_seed(cell.structural_hash(), task_name, hparams_hash(hparams))
     task = get_task(task_name, data_dir or search_config.get("data_dir"))
-    train_config = stored_train_config(search_config, task_name, data_dir)  # as it trained in the search
+    train_config = stored_train_config(search_config, task_name, data_dir, task)  # as it trained in the search
     result, model = train_model(cell, task, HyperParams.from_dict(hparams), train_config, seed=seed, device=device)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.cells.state_dict().items()}
     meta = {"task": task_name, "hparams": str(hparams), "valid": f"{result.valid}", "test": f"{result.test}",

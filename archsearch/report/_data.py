@@ -273,7 +273,8 @@ def funnel(data: ReportData) -> list[FunnelRow]:
     rows = [
         FunnelRow("candidates proposed (mutation steps)", c["proposed"]),
         FunnelRow("mutation failed (no valid child)", c["mutation_failures"], level=1),
-        FunnelRow("duplicates skipped (already on the list or in flight)", c["duplicates"], level=1),
+        FunnelRow("duplicates skipped (evolution: on the list or in flight; random search: any known cell)",
+                  c["duplicates"], level=1),
         FunnelRow("known but stopped earlier: re-examined", c["reexamined"], level=1),
         FunnelRow("known, complete, off the list: fresh settings", c["reexamined_complete"], level=1),
         FunnelRow("new children", new, f"{data.mutants} mutants stored"),

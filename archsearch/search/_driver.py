@@ -70,11 +70,14 @@ def job_train_config(config: SearchConfig, task: str, task_obj=None) -> dict[str
     return {**base.__dict__, **overrides}
 
 
-def stored_train_config(search_config: Mapping[str, Any], task: str, data_dir: str | None = None) -> TrainConfig:
+def stored_train_config(search_config: Mapping[str, Any], task: str, data_dir: str | None = None,
+                        task_obj=None) -> TrainConfig:
     """How ``task`` trains in a stored search: the config recorded when the search started (its scale may have
-    been recalibrated since), over today's (for fields added since, and searches stored before configs were)."""
+    been recalibrated since), over today's (for fields added since, and searches stored before configs were).
+    ``task_obj``: the task, if the caller has it loaded already."""
     config = SearchConfig.from_dict({**search_config, "data_dir": data_dir or search_config.get("data_dir")})
-    return TrainConfig(**{**job_train_config(config, task), **search_config.get(TRAIN_CONFIGS, {}).get(task, {})})
+    stored = search_config.get(TRAIN_CONFIGS, {}).get(task, {})
+    return TrainConfig(**{**job_train_config(config, task, task_obj), **stored})
 
 
 class SearchDriver:
