@@ -413,3 +413,20 @@ def test_the_medium_preset_is_the_quick_structure_at_small(tmp_path) -> None:
             assert job.train_config["xml_max_tag_length"] == small.xml_max_tag_length == 6
     assert record.config["train_configs"]["arithmetic"]["arithmetic_max_digits"] == 2
     assert any(a.origin == "mutant" for a in storage.list_architectures(record.id))
+
+
+class Barren(SearchDriver):
+    """A search whose mutation steps never create work (as when every proposal is a duplicate)."""
+
+    def _step(self):
+        self._add_counts({"proposed": 1, "duplicates": 1})
+        return False
+
+
+def test_a_search_that_proposes_nothing_new_stops_and_says_why(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/b.db"
+    with caplog.at_level("WARNING", logger="archsearch.search._driver"):
+        progress = Barren(open_storage(url), config(name="b"), CannedExecutor(), max_evaluations=500).run()
+    record = open_storage(url, read_only=True).get_search("b")
+    assert progress.done < 500 and record.status == "stopped"
+    assert any("proposed nothing new" in r.getMessage() for r in caplog.records), caplog.text

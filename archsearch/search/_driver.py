@@ -563,7 +563,12 @@ class SearchDriver:
                     if not self._budget_left():
                         status = SearchStatus.FINISHED
                         break
-                    if self._out_of_time() or not self._queue:
+                    if self._out_of_time():
+                        break
+                    if not self._queue:
+                        log.warning("stopping with evaluations left: %d mutation steps in a row proposed nothing new "
+                                    "(duplicates or failed mutations; counters %s)", _MAX_IDLE_STEPS,
+                                    {k: self._counts[k] for k in ("duplicates", "mutation_failures")})
                         break
                 for outcome in self.executor.poll(timeout=0.5):
                     self._record(outcome)
