@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,21 @@ def conditions() -> dict[str, Any]:
     import torch
 
     return {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version()}
+            "load_average": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version(),
+            "code": code_revision()}
+
+
+def code_revision() -> str | None:
+    """The git commit of the code that runs (``+`` if a Python file differs from it), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here.parent,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+" if dirty else "")
 
 
 def _claim(path: Path) -> None:
