@@ -8,7 +8,8 @@ Sections: ``table1`` (Table 1 per scale with bootstrap intervals, separation, Sp
 the paper and between scales, cost), ``separation`` (every timed separation benchmark per scale, newest first) and
 ``read_path`` (``benchmarks/results/read_path.json``: the read-only commands before and after issue 17) and
 ``soak`` (``benchmarks/results/soak*.json``: memory over one long search process), ``cell_speed`` and
-``memorize_filter`` (``benchmarks/results/cell_speed.json`` and ``memorize_filter.json``: issue 15's speed tables).
+``memorize_filter`` and ``window_function`` (``benchmarks/results/cell_speed.json``, ``memorize_filter.json`` and
+``lstm_window_function.json``: issue 15's speed tables).
 Rendering is deterministic: the same JSON gives the same README.
 """
 
@@ -347,6 +348,24 @@ def memorize_filter_section(path: Path) -> str:
     return "\n".join(out)
 
 
+def window_function_section(path: Path) -> str:
+    """``benchmarks/lstm_window_function.py --json``: hand-written backward passes against the compiled LSTM."""
+    if not path.exists():
+        return ("_No window-function run yet (`python benchmarks/lstm_window_function.py --hidden 64 200 --json "
+                "benchmarks/results/lstm_window_function.json`)._")
+    out = ["| measured | H | load average | nn.LSTM ms | compiled ms | per-step ms | vectorized ms | per-step / compiled "
+           "| vectorized / compiled | vectorized / nn.LSTM | largest float64 difference |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in json.loads(path.read_text())["measurements"]:
+        for run in m["runs"]:
+            ms, diff = run["ms_per_step"], run["max_abs_diff_float64"]
+            out.append(f"| {m['date'][:16].replace('T', ' ')} | {run['hidden']} | {run['load_average_before']:.1f} | "
+                       f"{ms['nn.LSTM']:.2f} | {ms['compiled']:.2f} | {ms['per-step']:.2f} | {ms['vectorized']:.2f} | "
+                       f"{ms['per-step'] / ms['compiled']:.2f} | {ms['vectorized'] / ms['compiled']:.2f} | "
+                       f"{ms['vectorized'] / ms['nn.LSTM']:.2f} | {max(diff.values()):.0e} |")
+    return "\n".join(out)
+
+
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
 SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "table1": lambda r, b: table1_section(_load(r, "table1")),
@@ -354,6 +373,7 @@ SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "read_path": lambda r, b: read_path_section(b / "read_path.json"),
             "cell_speed": lambda r, b: cell_speed_section(b / "cell_speed.json"),
             "memorize_filter": lambda r, b: memorize_filter_section(b / "memorize_filter.json"),
+            "window_function": lambda r, b: window_function_section(b / "lstm_window_function.json"),
             "memoryless": lambda r, b: memoryless_section(r / "memoryless.json"),
             "quick_run": lambda r, b: quick_run_section(r / "quick_run.json"),
             "evolution": lambda r, b: evolution_section(_read_all(r, "evolution_vs_random_*.json")),

@@ -136,17 +136,24 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
         "hparams": {"lr": 0.5, "init_scale": 2.0, "max_grad_norm": 10.0, "layers": 1, "params": 25000},
         "load_average_before": 1.2, "load_average_after": 1.1,
         "summary": {"lstm": {"passed": 3, "runs": 4, "median_seconds_to_pass": 11.0}}}))
+    window = {"hidden": 64, "load_average_before": 1.5, "max_abs_diff_float64": {"per-step": 1e-14, "vectorized": 3e-14},
+              "ms_per_step": {"nn.LSTM": 4.0, "compiled": 8.0, "per-step": 8.0, "vectorized": 6.0}}
+    (bench / "lstm_window_function.json").write_text(json.dumps({"measurements": [
+        {"date": "2026-12-03T10:05:00+00:00", "torch": "2.x", "threads": 1, "runs": [window]}]}))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n"
-                      "<!-- experiments:memorize_filter -->\n<!-- /experiments:memorize_filter -->\n")
+                      "<!-- experiments:memorize_filter -->\n<!-- /experiments:memorize_filter -->\n"
+                      "<!-- experiments:window_function -->\n<!-- /experiments:window_function -->\n")
     (tmp_path / "empty").mkdir()
     _render(readme, tmp_path / "empty", bench)
     text = readme.read_text()
     assert "| lstm / nn.LSTM | gru / nn.GRU | gf-lstm / nn.LSTM x3 |" in text
     assert "| 64 | 1 | 1.0 | 2.50x | 1.10x | 3.00x | 5.00 | 4.40 | 30.00 |" in text
     assert "| lstm | 3/4 | 1,000–1,300 | 10.0–13.0 | 11.0 |" in text  # the failed seed 2 is not a time to pass
+    assert "| 2026-12-03 10:05 | 64 | 1.5 | 4.00 | 8.00 | 8.00 | 6.00 | 1.00 | 0.75 | 1.50 | 3e-14 |" in text
     _render(readme, tmp_path / "empty", tmp_path / "empty")
     assert "No cell-speed run yet" in readme.read_text() and "No filter benchmark yet" in readme.read_text()
+    assert "No window-function run yet" in readme.read_text()
 
 
 def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
