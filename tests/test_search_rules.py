@@ -430,3 +430,34 @@ def test_a_search_that_proposes_nothing_new_stops_and_says_why(tmp_path, caplog)
     record = open_storage(url, read_only=True).get_search("b")
     assert progress.done < 500 and record.status == "stopped"
     assert any("proposed nothing new" in r.getMessage() for r in caplog.records), caplog.text
+
+
+class ProposesASeedCopy(SearchDriver):
+    """Its first mutation step proposes a real GRU child that computes exactly what the GRU computes (a ReLU
+    inserted on 1 - z, which is never negative): drawn by the mutation engine from a fixed generator."""
+
+    copy_proposed = None
+
+    def _step(self):
+        if self.copy_proposed is None:
+            gru = self.storage.find_architecture(self.search.id, name="gru")
+            self.copy_proposed = self._mutate_step(gru, np.random.default_rng(78), 0)
+            return self.copy_proposed
+        return super()._step()
+
+
+def test_a_child_that_computes_what_a_seed_computes_is_not_trained_as_new(tmp_path):
+    """Seeds carry a functional fingerprint too, so a functional copy of a seed is the seed (paper §3.1)."""
+    from archsearch.mutation import fingerprint, mutate
+    from archsearch.search_spaces import seed
+
+    child, _ = mutate(seed("gru"), np.random.default_rng(78))
+    assert child.structural_hash() != seed("gru").structural_hash() and fingerprint(child) == fingerprint(seed("gru"))
+    url = f"sqlite:///{tmp_path}/c.db"
+    driver = ProposesASeedCopy(open_storage(url), config(name="c"), CannedExecutor(), max_evaluations=60)
+    driver.run()
+    storage = open_storage(url, read_only=True)
+    record = storage.get_search("c")
+    assert driver.copy_proposed is False and record.counters["duplicates"] >= 1  # the GRU is on the top list
+    assert storage.find_architecture(record.id, structural_hash=child.structural_hash()) is None
+    assert storage.find_architecture(record.id, name="gru").fingerprint == fingerprint(seed("gru"))

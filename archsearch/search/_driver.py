@@ -111,6 +111,7 @@ class SearchDriver:
         self._evals: dict[int, EvaluationRecord] = {}  # queued/running evaluations we know of
         self._submitted: set[int] = set()
         self._counts: Counter[str] = Counter()
+        self._seed_fps: dict[str, str] | None = None  # seed name -> functional fingerprint
         self._started = time.monotonic()
         self._session_finished = 0
 
@@ -202,10 +203,31 @@ class SearchDriver:
             if arch is None:
                 arch, _ = self.storage.add_architecture(
                     self.search.id, name=name, graph_json=cell.to_json(), structural_hash=cell.structural_hash(),
-                    fingerprint=None, parent_id=None, mutation=None, origin="seed", stage=str(INIT),
+                    fingerprint=self._seed_fingerprints()[name], parent_id=None, mutation=None, origin="seed",
+                    stage=str(INIT),
                 )
             if Stage.parse(arch.stage) == INIT:
                 self._enter(arch, INIT)
+
+    def _seed_fingerprints(self) -> dict[str, str]:
+        """Each seed's functional fingerprint, computed once per driver (searches stored before seeds had one
+        still match a child that computes what a seed computes)."""
+        if self._seed_fps is None:
+            from archsearch.mutation import fingerprint
+
+            names = dict.fromkeys((self.config.reference, *self.config.seeds))
+            self._seed_fps = {name: fingerprint(seed_cell(name)) for name in names}
+        return self._seed_fps
+
+    def _known(self, structural: str, fp: str) -> ArchitectureRecord | None:
+        """The stored architecture a child equals: same structure, same fingerprint, or what a seed computes."""
+        found = self.storage.find_architecture(self.search.id, structural_hash=structural)
+        if found is None:
+            found = self.storage.find_architecture(self.search.id, fingerprint=fp)
+        if found is None:
+            seed = next((name for name, seed_fp in self._seed_fingerprints().items() if seed_fp == fp), None)
+            found = None if seed is None else self.storage.find_architecture(self.search.id, name=seed)
+        return found
 
     # ================================================================== stages
     def _init_settings(self, arch: ArchitectureRecord) -> int:
@@ -401,11 +423,8 @@ class SearchDriver:
                 self._add_counts({f"rejected:{reason}": n for reason, n in record.rejection_reasons.items()})
             chain.append(record)
         record = chain_record(chain)
-        structural = child.structural_hash()
-        existing = self.storage.find_architecture(self.search.id, structural_hash=structural)
-        fp = fingerprint(child)
-        if existing is None:
-            existing = self.storage.find_architecture(self.search.id, fingerprint=fp)
+        structural, fp = child.structural_hash(), fingerprint(child)
+        existing = self._known(structural, fp)
         if existing is not None and reexamine:
             return self._reexamine(existing, step, rng)
         if existing is not None:
