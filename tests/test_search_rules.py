@@ -461,3 +461,21 @@ def test_a_child_that_computes_what_a_seed_computes_is_not_trained_as_new(tmp_pa
     assert driver.copy_proposed is False and record.counters["duplicates"] >= 1  # the GRU is on the top list
     assert storage.find_architecture(record.id, structural_hash=child.structural_hash()) is None
     assert storage.find_architecture(record.id, name="gru").fingerprint == fingerprint(seed("gru"))
+
+
+def test_reevaluating_cells_that_ran_every_setting_is_no_work(tmp_path, monkeypatch, caplog):
+    """In a setting space of one setting per task, every cell has run all its settings once it completes, so a
+    re-evaluation queues nothing: such steps count as idle and the search stops and says so, instead of looping
+    on steps that queue nothing."""
+    from archsearch.train import SETTING_SPACES, SettingSpace
+
+    monkeypatch.setitem(SETTING_SPACES, "ci", SettingSpace(lrs=(0.3,), init_scales=(1.0,), max_grad_norms=(5.0,),
+                                                           layers=(1,), largest_budget=True))
+    cfg = config(name="one", p_reevaluate=1.0, settings_per_task=1, init_settings_per_task=1,
+                 reference_settings_per_task=1)
+    url = f"sqlite:///{tmp_path}/one.db"
+    with caplog.at_level("WARNING", logger="archsearch.search._driver"):
+        progress = SearchDriver(open_storage(url), cfg, CannedExecutor(), max_evaluations=500).run()
+    record = open_storage(url, read_only=True).get_search("one")
+    assert progress.done < 500 and record.status == "stopped" and "reevaluations" not in record.counters
+    assert any("proposed nothing new" in r.getMessage() for r in caplog.records)

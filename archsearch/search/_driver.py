@@ -268,13 +268,13 @@ class SearchDriver:
                         rng: np.random.Generator, pools: dict[str, Any], events: Mapping[str, int] | None = None) -> bool:
         """Queue ``count`` settings of ``arch`` on ``task`` it has not run (§3.3 sources from ``pools``), each
         counted as ``source:<why>:<source>``; ``events`` are counted with the first one queued. Returns
-        whether they were."""
+        whether any setting was queued (then ``events`` were counted)."""
         mine = self.storage.evaluations(architecture_id=arch.id, task=task)
         taken = {HyperParams.from_dict(e.hparams).key() for e in mine if e.purpose != purpose}
         space = setting_space(self.config.scale)
         budgets = space.budgets(self.task(task).param_budgets)
         fixed = 1 if cell.depth > 1 else None
-        pending = dict(events or {})
+        pending, queued = dict(events or {}), False
         for hp, source in choose_settings(rng, count, budgets, taken, fixed_layers=fixed,
                                           threshold=self.config.parent_settings_threshold, space=space, **pools):
             counts = {**pending, f"source:{why}:{source}": 1}
@@ -284,8 +284,8 @@ class SearchDriver:
                 self._evals[ev.id] = ev
                 self._counts["evals_queued"] += 1
                 self._counted(counts)
-                pending = {}
-        return not pending
+                pending, queued = {}, True
+        return queued
 
     def _pools(self, history: ArchitectureRecord, task: str, *, own: bool) -> dict[str, Any]:
         """§3.3 pools for settings on ``task``: ``history``'s settings ranked by result, how many it ran, and the
@@ -392,8 +392,7 @@ class SearchDriver:
             return self._random_step(rng, step)
         arch = self._select(rng)
         if rng.random() < self.config.p_reevaluate:
-            self._fresh_settings(arch, f"reeval#{step}", "reeval", rng, {"reevaluations": 1})
-            return True
+            return self._fresh_settings(arch, f"reeval#{step}", "reeval", rng, {"reevaluations": 1})
         return self._mutate_step(arch, rng, step)
 
     def _random_step(self, rng: np.random.Generator, step: int) -> bool:
@@ -453,8 +452,8 @@ class SearchDriver:
             self._enter(arch, Stage.on_task(self.config.tasks[0], stage.visit + 1), events)
             return True
         if stage == COMPLETE and not self._in_top(arch.id):
-            self._fresh_settings(arch, f"reexamine#{step}", "reexamine", rng, {"proposed": 1, "reexamined_complete": 1})
-            return True
+            return self._fresh_settings(arch, f"reexamine#{step}", "reexamine", rng,
+                                        {"proposed": 1, "reexamined_complete": 1})
         self._add_counts({"proposed": 1, "duplicates": 1})
         return False
 
@@ -463,15 +462,18 @@ class SearchDriver:
         return any(a.id == arch_id for a, _, _ in top)
 
     def _fresh_settings(self, arch: ArchitectureRecord, purpose: str, why: str, rng: np.random.Generator,
-                        events: Mapping[str, int]) -> None:
+                        events: Mapping[str, int]) -> bool:
         """``settings_per_task`` settings the cell has not run on every search task, drawn by §3.3 with the
-        cell as its own parent (re-evaluations and re-examinations); ``events`` counted with the first one."""
+        cell as its own parent (re-evaluations and re-examinations); ``events`` counted with the first one.
+        Returns whether anything was queued (a cell that has run every setting of the space gets none)."""
         cell = Cell.from_json(arch.graph_json)
+        queued = False
         for task in self.config.tasks:
             pools = self._pools(arch, task, own=True)
             if self._queue_settings(arch, cell, task, self.config.settings_per_task, purpose, why, rng, pools,
                                     events):
-                events = {}
+                events, queued = {}, True
+        return queued
 
     # ================================================================== running
     def _job(self, ev: EvaluationRecord) -> EvalJob:
@@ -585,8 +587,9 @@ class SearchDriver:
                     if self._out_of_time():
                         break
                     if not self._queue:
-                        log.warning("stopping with evaluations left: %d mutation steps in a row proposed nothing new "
-                                    "(duplicates or failed mutations; counters %s)", _MAX_IDLE_STEPS,
+                        log.warning("stopping with evaluations left: %d steps in a row proposed nothing new "
+                                    "(duplicate children, failed mutations, or re-evaluations of cells that have run "
+                                    "every setting; counters %s)", _MAX_IDLE_STEPS,
                                     {k: self._counts[k] for k in ("duplicates", "mutation_failures")})
                         break
                 for outcome in self.executor.poll(timeout=0.5):
