@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import math
+import time
 from typing import Callable
 
 import numpy as np
@@ -479,3 +480,63 @@ def test_reevaluating_cells_that_ran_every_setting_is_no_work(tmp_path, monkeypa
     record = open_storage(url, read_only=True).get_search("one")
     assert progress.done < 500 and record.status == "stopped" and "reevaluations" not in record.counters
     assert any("proposed nothing new" in r.getMessage() for r in caplog.records)
+
+
+class ProposesOneChild(SearchDriver):
+    """Proposes the same real GRU child (the mutation engine with a fixed generator) whenever it is not being
+    evaluated; other steps are the usual ones."""
+
+    child = mutate(archsearch.seed("gru"), np.random.default_rng(3))[0]
+
+    def _step(self):
+        known = self.storage.find_architecture(self.search.id, structural_hash=self.child.structural_hash())
+        if known is not None and Stage.parse(known.stage).kind in (StageKind.FILTER, StageKind.TASK):
+            return super()._step()
+        gru = self.storage.find_architecture(self.search.id, name="gru")
+        return self._mutate_step(gru, np.random.default_rng(3), self.state["step"])
+
+
+def _child_scores(filter_score: float, task_score: float) -> Score:
+    """The seeds as `quality`; the one child scores ``filter_score`` on memorization, ``task_score`` on tasks."""
+    def score(job: EvalJob, cell: Cell) -> float:
+        if cell.name in ("gru", "lstm"):
+            return quality(job, cell)
+        return filter_score if job.task == "memorize" else task_score
+    return score
+
+
+@pytest.mark.parametrize("stopped_at", ["filter", "gate"])
+def test_a_known_child_stopped_earlier_is_re_examined_with_fresh_settings(tmp_path, stopped_at):
+    """§3.1: a child equal to a known cell that the filter (or a gate) stopped is examined again, on settings it
+    has not run: the filter again with a new setting, or (after a gate) task 1 again, skipping the filter."""
+    child = ProposesOneChild.child
+    fails_filter = stopped_at == "filter"
+    score = _child_scores(0.1 if fails_filter else 0.99, 0.5)  # the GRU scores ~0.8-1.0: 0.5 fails the gate
+    url = f"sqlite:///{tmp_path}/x.db"
+    ProposesOneChild(open_storage(url), config(name="x"), CannedExecutor(score), max_evaluations=50).run()
+    storage = open_storage(url, read_only=True)
+    record = storage.get_search("x")
+    arch = storage.find_architecture(record.id, structural_hash=child.structural_hash())
+    stage = Stage.parse(arch.stage)
+    evals = storage.evaluations(architecture_id=arch.id)
+    filters = [e for e in evals if e.task == "memorize"]
+    firsts = [e for e in evals if e.task == "arithmetic"]
+    assert record.counters["reexamined"] >= 2 and stage.visit >= 3
+    if fails_filter:
+        assert stage.kind in (StageKind.FILTERED_OUT, StageKind.FILTER) and not firsts
+        assert len(filters) == stage.visit and len({e.hparams_hash for e in filters}) == len(filters)
+    else:
+        assert stage.kind in (StageKind.GATED_OUT, StageKind.TASK) and len(filters) == 1  # the filter ran once
+        assert stage.task in (None, "arithmetic") and not [e for e in evals if e.task == "xml"]  # never past task 1
+        assert len(firsts) == stage.visit * config().settings_per_task
+        assert len({e.hparams_hash for e in firsts}) == len(firsts)  # never the same setting twice
+
+
+def test_a_search_stops_at_its_time_limit_and_resumes(tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db"
+    started = time.monotonic()
+    first = SearchDriver(open_storage(url), config(name="t"), CannedExecutor(), time_limit=2.0).run()
+    assert 2.0 <= time.monotonic() - started < 30 and first.done > 0
+    assert open_storage(url, read_only=True).get_search("t").status == "stopped"
+    second = SearchDriver(open_storage(url), config(name="t"), CannedExecutor(), max_evaluations=first.done + 10).run()
+    assert open_storage(url, read_only=True).get_search("t").status == "finished" and second.done == first.done + 10
