@@ -25,7 +25,7 @@ import torch
 import archsearch
 from archsearch.compiler import compile_cell
 
-from _timing import interleaved
+from _timing import interleaved, train_step
 
 torch.set_num_threads(1)
 
@@ -127,17 +127,11 @@ def fn_step(layer, x, g, window=LSTMWindow):
 
 
 
-def module_step(stack, x, g):
-    y, _ = stack(x)
-    (y * g).sum().backward()
-
-
-
 def exactness(H: int, window) -> float:
     """Largest difference from the compiled module's gradients (input and every parameter), float64."""
     s64 = compile_cell(archsearch.seed("lstm"), H, H, seed=0).double()
     x64, g64 = torch.randn(35, 20, H, dtype=torch.float64, requires_grad=True), torch.randn(35, 20, H, dtype=torch.float64)
-    module_step(s64, x64, g64)
+    train_step(s64, x64, g64)
     ref = [x64.grad.clone()] + [p.grad.clone() for p in s64.parameters()]
     x64.grad = None
     s64.zero_grad()
@@ -151,11 +145,7 @@ def measure(H: int) -> dict:
     x, g = torch.randn(35, 20, H, requires_grad=True), torch.randn(35, 20, H)
     nn_lstm = torch.nn.LSTM(H, H)
 
-    def nn_step():
-        y, _ = nn_lstm(x)
-        (y * g).sum().backward()
-
-    cases = {"nn.LSTM": nn_step, "compiled": lambda: module_step(stack, x, g),
+    cases = {"nn.LSTM": lambda: train_step(nn_lstm, x, g), "compiled": lambda: train_step(stack, x, g),
              "per-step": lambda: fn_step(layer, x, g), "vectorized": lambda: fn_step(layer, x, g, LSTMWindowVec)}
     load = os.getloadavg()[0]
     ms = {k: v * 1e3 for k, v in interleaved(cases, rounds=15, calls=3, warmup=3).items()}
