@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/cell_speed.py                      # the README table (1 thread, H=200)
-    python benchmarks/cell_speed.py --hidden 64 200 --threads 1 2 --extras   # issue 15's table, one run
+    python benchmarks/cell_speed.py --hidden 64 200 --threads 1 --extras autograd   # issue 15's table, one run
     python benchmarks/cell_speed.py --threads 2 --repeats 30
     python benchmarks/cell_speed.py --torch-compile      # also time the torch.compile'd step
     python benchmarks/cell_speed.py --profile lstm       # torch.profiler table of one train step
@@ -10,7 +10,8 @@ Usage:
 
 Each cell is timed compiled (``archsearch.compile``), as the module ``archsearch export``
 writes (imported from the written file, the compiled module's weights loaded) and
-walked node by node (naive).
+walked node by node (naive); ``--extras autograd`` also times the compiled module trained by
+autograd through its step instead of its generated window backward.
 
 A train step is forward + backward of one window (B=20 lanes, T=35 steps, H
 units (``--hidden``, default 200), float32, zero initial state, loss = sum(y * g)
@@ -54,7 +55,8 @@ from _timing import interleaved, train_step
 B, T = 20, 35
 # torch-lstm / torch-gru compute exactly what nn.LSTM / nn.GRU compute; the paper's lstm has 3 tanh (i, o, c)
 CELLS = ("lstm", "torch-lstm", "gru", "torch-gru", "gf-lstm", "hm-lstm")
-EXTRAS = ("exported", "naive")
+EXTRAS = ("exported", "naive", "autograd")  # autograd: the compiled module without its generated backward
+DEFAULT_EXTRAS = ("exported", "naive")
 LSTM3 = "nn.LSTM x3"  # the reference of the 3-layer seeds
 RESULTS = Path(__file__).resolve().parent / "results" / "cell_speed.json"
 
@@ -149,6 +151,9 @@ def _models(names: tuple[str, ...], hidden: int, torch_compile: bool, device: st
             models[f"{name} (exported)"] = exported(cell, models[name], H)
         if torch_compile:
             models[f"{name} (torch.compile)"] = compile_cell(cell, H, H, seed=0, torch_compile=True)
+        if "autograd" in extras:  # the same module, trained by autograd through the step (no generated backward)
+            models[f"{name} (autograd)"] = compile_cell(cell, H, H, seed=0)
+            models[f"{name} (autograd)"].use_generated_backward(False)
         if "naive" in extras:
             models[f"{name} (naive)"] = NaiveCell(cell, H, H)
     models = {name: model.to(device) for name, model in models.items()}
@@ -274,8 +279,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="train steps per round and model")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--cells", nargs="+", default=list(CELLS))
-    parser.add_argument("--extras", nargs="*", choices=EXTRAS, default=list(EXTRAS),
-                        help="also time these forms of each cell (default: exported naive; none: --extras)")
+    parser.add_argument("--extras", nargs="*", choices=EXTRAS, default=list(DEFAULT_EXTRAS),
+                        help="also time these forms of each cell (default: exported naive; none: --extras; "
+                             "autograd: trained by autograd through the step instead of the generated backward)")
     parser.add_argument("--torch-compile", action="store_true", help="also time compile_cell(..., torch_compile=True)")
     parser.add_argument("--profile", metavar="CELL", help="print a torch.profiler table of CELL instead")
     parser.add_argument("--rows", type=int, default=15, help="profiler rows")

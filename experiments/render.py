@@ -308,14 +308,17 @@ def cell_speed_section(path: Path) -> str:
         c: "nn.LSTM x3" if c in ("gf-lstm", "hm-lstm") else ("nn.GRU" if "gru" in c else "nn.LSTM") for c in doc["cells"]}
     _reference = references.__getitem__
     cells = [c for c in doc["cells"] if c in doc["runs"][0]["ms_per_step"]]
+    paired = [c for c in cells if f"{c} (autograd)" in doc["runs"][0]["ms_per_step"]]  # --extras autograd
     out = ["| H | threads | load average | " + " | ".join(f"{c} / {_reference(c)}" for c in cells)
-           + " | " + " | ".join(f"{c} ms" for c in cells) + " |",
-           "|---:|---:|---:|" + "---:|" * (2 * len(cells))]
+           + " | " + " | ".join(f"{c} ms" for c in cells) + "".join(f" | {c}: generated / autograd" for c in paired)
+           + " |", "|---:|---:|---:|" + "---:|" * (2 * len(cells) + len(paired))]
     for run in doc["runs"]:
         ms = run["ms_per_step"]
         ratios = " | ".join(f"{ms[c] / ms[_reference(c)]:.2f}x" for c in cells)
         times = " | ".join(f"{ms[c]:.2f}" for c in cells)
-        out.append(f"| {run['hidden']} | {run['threads']} | {run['load_average_before']:.1f} | {ratios} | {times} |")
+        backward = "".join(f" | {ms[c] / ms[f'{c} (autograd)']:.2f}" for c in paired)
+        out.append(f"| {run['hidden']} | {run['threads']} | {run['load_average_before']:.1f} | {ratios} | {times}"
+                   f"{backward} |")
     refs = sorted({_reference(c) for c in cells})
     out += ["", f"Reference ms per step: " + "; ".join(
         f"H={r['hidden']}, {r['threads']} thread(s): " + ", ".join(f"{ref} {r['ms_per_step'][ref]:.2f}" for ref in refs)
@@ -366,6 +369,22 @@ def window_function_section(path: Path) -> str:
     return "\n".join(out)
 
 
+def quick_search_ab_section(path: Path) -> str:
+    """``benchmarks/quick_search_ab.py``: the quick search's evaluations per minute, autograd against generated backward."""
+    if not path.exists():
+        return "_No paired quick-search run yet (`python benchmarks/quick_search_ab.py --minutes 4`)._"
+    out = ["| measured | minutes each | load average | autograd: evaluations / wall min | generated: evaluations / wall min "
+           "| autograd per min | generated per min | generated / autograd |", "|---|---:|---:|---|---|---:|---:|---:|"]
+    for m in json.loads(path.read_text())["measurements"]:
+        rate = m["evaluations_per_minute"]
+        runs = {mode: [r for r in m["runs"] if r["mode"] == mode] for mode in ("autograd", "generated")}
+        cells = {mode: ", ".join(f"{r['evaluations']} / {r['wall_seconds'] / 60:.1f}" for r in rs) for mode, rs in runs.items()}
+        out.append(f"| {m['date'][:16].replace('T', ' ')} | {m['minutes']:g} | {m['load_average_before']:.1f} | "
+                   f"{cells['autograd']} | {cells['generated']} | {rate['autograd']:.2f} | {rate['generated']:.2f} | "
+                   f"{rate['generated'] / rate['autograd']:.2f}x |")
+    return "\n".join(out)
+
+
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
 SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "table1": lambda r, b: table1_section(_load(r, "table1")),
@@ -374,6 +393,7 @@ SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "cell_speed": lambda r, b: cell_speed_section(b / "cell_speed.json"),
             "memorize_filter": lambda r, b: memorize_filter_section(b / "memorize_filter.json"),
             "window_function": lambda r, b: window_function_section(b / "lstm_window_function.json"),
+            "quick_search_ab": lambda r, b: quick_search_ab_section(b / "quick_search_ab.json"),
             "memoryless": lambda r, b: memoryless_section(r / "memoryless.json"),
             "quick_run": lambda r, b: quick_run_section(r / "quick_run.json"),
             "evolution": lambda r, b: evolution_section(_read_all(r, "evolution_vs_random_*.json")),

@@ -216,7 +216,7 @@ def test_an_exported_file_imports_only_torch_and_the_standard_library():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    assert imported == {"torch", "math", "warnings", "dataclasses", "typing"}
+    assert imported == {"torch", "math", "os", "warnings", "dataclasses", "typing"}
 
 
 def _load(tmp_path, cell, hidden=None, layers=1, class_name=None):

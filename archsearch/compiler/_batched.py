@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from archsearch.compiler._codegen import Plan
-from archsearch.compiler._module import CellStack, _exec_step, cached_plan
+from archsearch.compiler._module import CellStack, _exec_code, cached_plan
 from archsearch.compiler._runtime import blinear, deferred_groups, run_window, units, x_projection_bias
 from archsearch.errors import CompileError
 from archsearch.ir import SCALAR, Cell
@@ -44,7 +44,7 @@ class BatchedCell(nn.Module):
         if self.plan.uses_slope:
             self.register_buffer("slope", torch.ones(k, 1, 1))  # broadcasts against (K, B, 1)
         self.code = self.plan.source
-        self._step = _exec_step(self.code, f"{cell.name}-batched")
+        self._step, self._window = _exec_code(self.plan, f"{cell.name}-batched")
         self._deferred = deferred_groups(self.plan.layout, hidden_size)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
@@ -72,7 +72,7 @@ class BatchedCell(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[2], x.device, x.dtype)
         xp = self.input_projections(x)  # (K, T, B, P)
-        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=1)  # (K, T, B, H)
+        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=1, window=self._window)  # (K, T, B, H)
 
 
 class BatchedCellStack(nn.Module):

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from archsearch.compiler._backward import WindowCode, write_window_backward
 from archsearch.compiler._runtime import Fold, Group, Layout, Size, Slot, units
+from archsearch.compiler._sizes import add_sizes, size_code, sum_sizes
 from archsearch.ir import BINARY, OPS, SCALAR, Cell, Node, Op
 
 # seeds whose layout is nn.LSTM's / nn.GRU's: their parameters get PyTorch's state_dict names
@@ -56,6 +58,8 @@ class Plan:
     folded: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     batched: bool = False
     layout: Layout | None = None  # the same, size-free, for the runtime (archsearch.compiler._runtime)
+    window: WindowCode | None = None  # the generated backward of a window (at this hidden size)
+    record_source: str = ""  # step_record: the step, also returning the values the window's backward reads
 
 
 def _sole_user(cell: Cell, name: str, users: dict[str, list[str]]) -> str | None:
@@ -121,7 +125,7 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
         for m in g.members:
             w: Size = (0, 1) if widths[m] == SCALAR else (1, 0)
             sym[m] = (g.param, start, w)
-            start = _add(start, w)
+            start = add_sizes(start, w)
     group_list = list(groups.values())
     sym_folded = _folded_partners(group_list, sym)
     gen = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched)
@@ -131,22 +135,17 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
     at = lambda size: units(size, hidden_size)  # noqa: E731
     offsets = {m: (p, at(start), at(w)) for m, (p, start, w) in sym.items()}
     folded = {p: (xg, at(start), at(w)) for p, (xg, start, w) in sym_folded.items()}
-    return Plan(group_list, offsets, gen.write(order), states, uses_slope, folded, batched, layout)
+    source = gen.write(order)
+    window = write_window_backward(cell, group_list, sym, sym_folded, batched)
+    recorder = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched)
+    record_source = recorder.write(order, record=window.record)
+    return Plan(group_list, offsets, source, states, uses_slope, folded, batched, layout, window, record_source)
 
 
-def _add(a: Size, b: Size) -> Size:
-    return (a[0] + b[0], a[1] + b[1])
-
-
-def _size_code(size: Size, n: str) -> str:
-    """``(a, b)`` as Python text in terms of the local variable ``n`` (the hidden size)."""
-    a, b = size
-    terms = ([n if a == 1 else f"{a} * {n}"] if a else []) + ([str(b)] if b or not a else [])
-    return " + ".join(terms)
 
 
 def _layout(cell: Cell, groups: list[LinearGroup], sym, folded, uses_slope: bool) -> Layout:
-    rows = {g.param: _sum_sizes(sym[m][2] for m in g.members) for g in groups}
+    rows = {g.param: sum_sizes(sym[m][2] for m in g.members) for g in groups}
     slots = tuple(
         Slot(m, p, start, w, float(cell[m].attr("diag")), float(cell[m].attr("bias_init")))
         for m, (p, start, w) in sym.items()
@@ -162,12 +161,6 @@ def _layout(cell: Cell, groups: list[LinearGroup], sym, folded, uses_slope: bool
         torch_names=_torch_names(cell, groups),
     )
 
-
-def _sum_sizes(sizes) -> Size:
-    total: Size = (0, 0)
-    for size in sizes:
-        total = _add(total, size)
-    return total
 
 
 def _torch_names(cell: Cell, groups: list[LinearGroup]) -> tuple[tuple[str, str], ...]:
@@ -195,10 +188,10 @@ def _folded_partners(groups: list[LinearGroup], offsets) -> dict[str, tuple[str,
     for xg in (g for g in groups if g.source == "x"):
         start: Size = (0, 0)
         for partner, plist in xg.pairs.items():
-            width = _sum_sizes(offsets[xl][2] for _, xl in plist)
+            width = sum_sizes(offsets[xl][2] for _, xl in plist)
             if len(by_param[partner].members) == len(plist):
                 folded[partner] = (xg.param, start, width)
-            start = _add(start, width)
+            start = add_sizes(start, width)
     return folded
 
 
@@ -220,7 +213,8 @@ class _StepWriter:
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
 
-    def write(self, order: list[str]) -> str:
+    def write(self, order: list[str], record: tuple[str, ...] | None = None) -> str:
+        """The step's source; with ``record``, ``step_record`` that also returns those nodes' values."""
         states = [s.name for s in self.cell.states]
         self.emit("# xp: this step's share of the input projections, computed for all steps before the loop")
         self._split_input_projections()
@@ -236,8 +230,11 @@ class _StepWriter:
             self.done.add(name)
             self._project(name)
         outs = ", ".join(self.cell.outputs) + ("," if len(self.cell.outputs) == 1 else "")
-        self.emit(f"return ({outs})")
-        header = [f"def step(self, x, xp, {', '.join(states)}):"]
+        if record is None:
+            self.emit(f"return ({outs})")
+        else:
+            self.emit(f"return ({outs}), ({''.join(f'{name}, ' for name in record)})")
+        header = [f"def {'step' if record is None else 'step_record'}(self, x, xp, {', '.join(states)}):"]
         if self.uses_n:
             header.append(f"    {self.n} = self.hidden_size  # sizes below are in units of the hidden size")
         return "\n".join([*header, *self.lines]) + "\n"
@@ -245,7 +242,7 @@ class _StepWriter:
     def size(self, size: Size) -> str:
         """``size`` as Python text (``2 * n + 1``)."""
         self.uses_n = self.uses_n or size[0] != 0
-        return _size_code(size, self.n)
+        return size_code(size, self.n)
 
     def _split_input_projections(self) -> None:
         x_groups = [g for g in self.groups if g.source == "x"]
@@ -256,14 +253,14 @@ class _StepWriter:
             names, sizes = [], []
             for partner, plist in g.pairs.items():
                 names.append(f"xp_{partner}")
-                sizes.append(_sum_sizes(self.offsets[xl][2] for _, xl in plist))
+                sizes.append(sum_sizes(self.offsets[xl][2] for _, xl in plist))
             paired = {xl for plist in g.pairs.values() for _, xl in plist}
             for m in g.members:
                 if m not in paired:
                     names.append(m)
                     sizes.append(self.offsets[m][2])
-            total = _sum_sizes(sizes)
-            end = _add(start, total)
+            total = sum_sizes(sizes)
+            end = add_sizes(start, total)
             part = "xp" if len(x_groups) == 1 else f"xp[..., {self.size(start)}:{self.size(end)}]"
             start = end
             self._split(part, names, sizes)
@@ -273,7 +270,8 @@ class _StepWriter:
         if len(names) == 1:
             self.emit(f"{names[0]} = {expr}")
         else:
-            self.emit(f"{', '.join(names)} = torch.split({expr}, [{', '.join(map(self.size, sizes))}], dim=-1)")
+            # split_with_sizes, not torch.split: the same op without torch.split's Python wrapper (~7 us a call)
+            self.emit(f"{', '.join(names)} = {expr}.split_with_sizes([{', '.join(map(self.size, sizes))}], dim=-1)")
 
     def _project(self, source: str) -> None:
         """Emit the fused matmul(s) of every linear that reads ``source``."""
@@ -284,7 +282,7 @@ class _StepWriter:
             proj = f"p_{g.param}"
             paired = [(add, sl) for add, (_, sl) in self.pairs.items() if sl in g.members]
             rest = [m for m in g.members if m not in {sl for _, sl in paired}]
-            width = _sum_sizes(self.offsets[sl][2] for _, sl in paired)
+            width = sum_sizes(self.offsets[sl][2] for _, sl in paired)
             if g.param in self.folded:  # xp_ already holds this group's bias: one fused multiply-add
                 sums = f"s_{g.param}"
                 if self.batched:

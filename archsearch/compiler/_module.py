@@ -15,7 +15,7 @@ import torch
 from archsearch.compiler import _runtime
 from archsearch.compiler._cache import cached_plan_entry, cached_step
 from archsearch.compiler._codegen import Plan, plan_cell
-from archsearch.compiler._runtime import RecurrentLayer, RecurrentStack
+from archsearch.compiler._runtime import RecurrentLayer, RecurrentStack, Window
 from archsearch.errors import CompileError
 from archsearch.ir import Cell
 
@@ -24,15 +24,18 @@ _counter = itertools.count()
 _helpers: dict[str, object] = dict(vars(_runtime))  # the step runs among the runtime's names, as in an export
 
 
-def _exec_step(source: str, label: str, helpers: dict[str, object] = _helpers) -> Callable:
-    """Compile generated source under a unique file name so tracebacks show the generated line.
+def _exec_code(plan: Plan, label: str, helpers: dict[str, object] = _helpers) -> tuple[Callable, Window]:
+    """The plan's generated functions: the step, and the window (``step_record`` and ``window_backward``).
 
-    Cached per process by (source, label) in a bounded LRU (:mod:`archsearch.compiler._cache`):
-    a cell compiles once however many models use it (the search builds one model per
-    setting), and equal cells share one code object.
+    They are compiled as one source under a unique file name, so tracebacks show the generated
+    line, and cached per process by (source, label) in a bounded LRU (:mod:`archsearch.compiler._cache`):
+    a cell compiles once however many models use it (the search builds one model per setting),
+    and equal cells share one code object.
     """
+    assert plan.window is not None and plan.layout is not None
+    source = "\n\n".join([plan.source, plan.record_source, plan.window.source])
 
-    def build() -> tuple[str, Callable]:
+    def build() -> tuple[str, tuple[Callable, Window]]:
         filename = f"<archsearch-cell-{label}-{next(_counter)}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace = dict(helpers)
@@ -41,7 +44,8 @@ def _exec_step(source: str, label: str, helpers: dict[str, object] = _helpers) -
         except BaseException:
             linecache.cache.pop(filename, None)
             raise
-        return filename, namespace["step"]
+        window = Window(namespace["step_record"], namespace["window_backward"], plan.window.params, plan.layout.raw_x)
+        return filename, (namespace["step"], window)
 
     return cached_step((source, label), build)
 
@@ -60,8 +64,9 @@ class CompiledCell(RecurrentLayer):
     def __init__(self, cell: Cell, input_size: int, hidden_size: int, init_scale: float = 1.0, bias: bool = True):
         cell.validate()
         plan = cached_plan(cell, hidden_size)
+        step, window = _exec_code(plan, cell.name)
         try:
-            super().__init__(plan.layout, _exec_step(plan.source, cell.name), input_size, hidden_size, bias, init_scale)
+            super().__init__(plan.layout, step, input_size, hidden_size, bias, init_scale, window)
         except ValueError as e:
             raise CompileError(f"cell {cell.name!r}: {e}") from e
         self.cell_name = cell.name

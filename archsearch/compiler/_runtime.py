@@ -10,6 +10,7 @@ and one step serve any ``hidden_size`` and ``input_size``.
 """
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -17,6 +18,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# ARCHSEARCH_GENERATED_BACKWARD=0 turns the generated window backward off in this process (autograd through
+# the step instead): for paired speed measurements, or to rule it out when a gradient looks wrong
+GENERATED_BACKWARD = os.environ.get("ARCHSEARCH_GENERATED_BACKWARD", "1") != "0"
 
 State = tuple[torch.Tensor, ...]
 Size = tuple[int, int]  # (a, b): a * hidden_size + b rows or columns
@@ -198,6 +203,54 @@ class DeferredWeightGrads(torch.autograd.Function):
         return (grad, None, None, *grads)
 
 
+@dataclass(frozen=True)
+class Window:
+    """A cell's generated window functions (see ``archsearch.compiler._backward``)."""
+
+    record_step: Callable  # step(self, x, xp, *state) -> (new state, recorded values)
+    backward: Callable  # window_backward(self, dys, douts, S, V, X) -> (dxp, dX, d_init, grads)
+    params: tuple[str, ...]  # the module attributes ``backward`` returns gradients for, in order
+    raw_x: bool  # the cell reads x_t itself (the backward needs X and returns dX)
+
+
+class GeneratedWindow(torch.autograd.Function):
+    """A whole window as one autograd node, with the cell's generated backward.
+
+    The forward runs ``record_step`` without autograd and keeps the states read at each step and
+    the values the backward needs, stacked over time; the backward runs ``window_backward``.
+    Tensors may carry a leading slice dimension K (batched): ``time_dim`` is then 1.
+    """
+
+    @staticmethod
+    def forward(ctx, module, window: Window, time_dim: int, xs, xp, n_states: int, *tensors):
+        state = tuple(tensors[:n_states])
+        seen, recorded, outputs = [], [], []
+        for x_t, xp_t in zip(xs.unbind(time_dim), xp.unbind(time_dim)):
+            seen.append(state)
+            state, values = window.record_step(module, x_t, xp_t, *state)
+            recorded.append(values)
+            outputs.append(state[0])
+        ctx.module, ctx.window, ctx.time_dim = module, window, time_dim
+        ctx.S = [torch.stack(s) for s in zip(*seen)]  # time first: (T, [K,] B, width)
+        ctx.V = [torch.stack(v) for v in zip(*recorded)]
+        ctx.X = xs.movedim(time_dim, 0) if window.raw_x else None
+        ctx.present = [t is not None for t in tensors[n_states:]]
+        inputs = {id(t) for t in tensors}
+        final = tuple(s.clone() if id(s) in inputs else s for s in state)  # never return an input itself
+        return (torch.stack(outputs, dim=time_dim), *final)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dys, *douts):
+        time_dim, S = ctx.time_dim, ctx.S
+        dys = torch.zeros_like(S[0]) if dys is None else dys.movedim(time_dim, 0)
+        douts = [torch.zeros_like(s[0]) if d is None else d for d, s in zip(douts, S)]
+        dxp, dx, d_init, grads = ctx.window.backward(ctx.module, dys, douts, S, ctx.V, ctx.X)
+        dx = None if dx is None else dx.movedim(0, time_dim)
+        grads = [g if present else None for g, present in zip(grads, ctx.present)]
+        return (None, None, None, dx, dxp.movedim(0, time_dim), None, *d_init, *grads)
+
+
 class _StepView:
     """What the step sees as ``self`` while weight gradients are deferred: the module, with the
     deferred weights detached (attributes it does not override come from the module)."""
@@ -219,15 +272,23 @@ def run_window(
     state: State,
     groups: list[DeferredGroup],
     time_dim: int,
+    window: Window | None = None,
 ) -> tuple[torch.Tensor, State]:
     """The recurrent loop shared by the unbatched and the batched layer: returns (outputs, final state).
 
-    With gradients enabled, the weights of ``groups`` (see :func:`deferred_groups`) get their gradient
-    once per window through :class:`DeferredWeightGrads` (not while torch.compile/torch.export trace).
+    With gradients enabled, a cell with a generated ``window`` runs as one :class:`GeneratedWindow`;
+    otherwise the weights of ``groups`` (see :func:`deferred_groups`) get their gradient once per
+    window through :class:`DeferredWeightGrads`. Neither while torch.compile/torch.export trace.
     """
+    tracing = torch.compiler.is_compiling()
+    if window is not None and GENERATED_BACKWARD and not tracing and torch.is_grad_enabled():
+        params = [getattr(module, name) for name in window.params]
+        tensors = (*state, *params)
+        if xp.requires_grad or (window.raw_x and xs.requires_grad) or any(t is not None and t.requires_grad for t in tensors):
+            ys, *final = GeneratedWindow.apply(module, window, time_dim, xs, xp, len(state), *tensors)
+            return ys, tuple(final)
     weights = [module.get_parameter(f"weight_{g[0]}") for g in groups]
     view = module
-    tracing = torch.compiler.is_compiling()
     if groups and not tracing and torch.is_grad_enabled() and any(w.requires_grad for w in weights):
         seen: list[list[torch.Tensor]] | None = [[] for _ in groups]
         xp = DeferredWeightGrads.apply(xp, [(g[2], g[3]) for g in groups], seen, *weights)
@@ -262,6 +323,7 @@ class RecurrentLayer(nn.Module):
         hidden_size: int,
         bias: bool = True,
         init_scale: float = 1.0,
+        window: Window | None = None,
     ):
         super().__init__()
         check_sizes(layout, input_size, hidden_size, bias)
@@ -277,6 +339,7 @@ class RecurrentLayer(nn.Module):
         if layout.uses_slope:
             self.register_buffer("slope", torch.tensor(1.0))  # the hard-sigmoid slope a (annealed in training)
         self._deferred = deferred_groups(layout, hidden_size)
+        self._window = window  # the generated backward of a window (None: autograd through the step)
         self.reset_parameters(init_scale)
 
     def reset_parameters(self, init_scale: float = 1.0) -> None:
@@ -306,6 +369,12 @@ class RecurrentLayer(nn.Module):
     def linear_nodes(self) -> list[str]:
         return [s.name for s in self.layout.slots]
 
+    def use_generated_backward(self, enabled: bool = True) -> None:
+        """Train through the cell's generated window backward (the default) or, with False, autograd on the step."""
+        if not hasattr(self, "_generated_window"):
+            self._generated_window = self._window
+        self._window = self._generated_window if enabled else None
+
     def enable_torch_compile(self) -> None:
         """Run the whole unrolled window through ``torch.compile`` (inductor).
 
@@ -313,7 +382,7 @@ class RecurrentLayer(nn.Module):
         and saves ~20% of a train step, so it only pays after thousands of steps with one
         size in one process.
         """
-        self._deferred = []  # the plain loop: dynamo traces it whole (no autograd.Function with side effects)
+        self._deferred, self._window = [], None  # the plain loop: dynamo traces it whole (no autograd.Function)
         self._run = torch.compile(RecurrentLayer._run.__get__(self), dynamic=False)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
@@ -344,7 +413,7 @@ class RecurrentLayer(nn.Module):
     def _run(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """The loop; :meth:`enable_torch_compile` replaces it with a copy compiled by ``torch.compile``."""
         xp = self.input_projections(x)  # (T, B, P)
-        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=0)
+        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=0, window=self._window)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
@@ -391,6 +460,7 @@ class RecurrentStack(nn.Module):
         *,
         init_scale: float = 1.0,
         hx_tensor: bool = False,
+        window: Window | None = None,
     ):
         super().__init__()
         if num_layers < 1:
@@ -405,6 +475,7 @@ class RecurrentStack(nn.Module):
         self.layout = layout
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.hx_tensor = bias, batch_first, float(dropout), hx_tensor
+        self._window = window
         self.layers = nn.ModuleList(
             self._new_layer(step, input_size if i == 0 else hidden_size, bias, init_scale) for i in range(num_layers)
         )
@@ -413,7 +484,7 @@ class RecurrentStack(nn.Module):
             self.register_load_state_dict_pre_hook(_from_torch_names)
 
     def _new_layer(self, step: Callable, input_size: int, bias: bool, init_scale: float) -> RecurrentLayer:
-        return RecurrentLayer(self.layout, step, input_size, self.hidden_size, bias, init_scale)
+        return RecurrentLayer(self.layout, step, input_size, self.hidden_size, bias, init_scale, self._window)
 
     def reset_parameters(self, init_scale: float = 1.0) -> None:
         for layer in self.layers:
@@ -421,6 +492,11 @@ class RecurrentStack(nn.Module):
 
     def flatten_parameters(self) -> None:
         """A no-op (nn.LSTM packs cuDNN weights here; these weights need no packing)."""
+
+    def use_generated_backward(self, enabled: bool = True) -> None:
+        """See :meth:`RecurrentLayer.use_generated_backward`."""
+        for layer in self.layers:
+            layer.use_generated_backward(enabled)
 
     def enable_torch_compile(self) -> None:
         """See :meth:`RecurrentLayer.enable_torch_compile`."""

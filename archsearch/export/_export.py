@@ -5,7 +5,7 @@ the cell's :class:`~archsearch.compiler.Layout` as plain data, its generated ste
 and a class with ``nn.LSTM``'s interface:
 ``Cls(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0)``,
 ``forward(input, hx=None) -> (output, hx)``. The class is ``archsearch.compile``'s module:
-same code, init, speed (deferred weight gradients) and parameter names, so ``state_dict``s
+same code, init, speed (the generated backward of a window) and parameter names, so ``state_dict``s
 move between the two unchanged (torch-lstm/torch-gru: nn.LSTM's/nn.GRU's names).
 """
 
@@ -46,7 +46,7 @@ Parameters (rnn.state_dict() keys; k = layer):
 {params}
 
 Everything below up to "the cell" is the archsearch runtime, copied verbatim: the same code
-archsearch.compile runs (init, deferred weight gradients, nn.LSTM-like interface).
+archsearch.compile runs (init, generated window backward, nn.LSTM-like interface).
 torch.export.export works; torch.jit.script does not (the step is a Python function).
 """
 
@@ -59,6 +59,14 @@ LAYOUT = Layout.from_dict({layout})
 
 
 {step}
+
+# the same step, also returning the values the window's backward reads, and that backward (generated)
+{record_step}
+
+{window_backward}
+
+WINDOW = Window(step_record, window_backward, {params}, LAYOUT.raw_x)
+
 
 class {cls}(RecurrentStack):
     """{title_line}: nn.{like}'s interface; see the module docstring."""
@@ -75,7 +83,7 @@ class {cls}(RecurrentStack):
         init_scale: float = 1.0,
     ):
         super().__init__(LAYOUT, step, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         init_scale=init_scale, hx_tensor={hx_tensor})
+                         init_scale=init_scale, hx_tensor={hx_tensor}, window=WINDOW)
 '''
 
 
@@ -217,6 +225,9 @@ def export_source(cell: Cell, hidden_size: int | None = None, num_layers: int = 
     body = _CELL.format(
         layout=layout_literal(plan.layout),
         step=plan.source,
+        record_step=plan.record_source,
+        window_backward=plan.window.source,
+        params=_literal(plan.window.params),
         cls=cls,
         title_line=_docstring_text(f"{cls}: the archsearch cell {cell.name!r}"),
         like="GRU" if len(cell.states) == 1 else "LSTM",
