@@ -128,16 +128,16 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
             start = add_sizes(start, w)
     group_list = list(groups.values())
     sym_folded = _folded_partners(group_list, sym)
-    gen = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched)
     uses_slope = any(n.op is Op.HARD_SIGMOID and n.attr("slope") is None for n in cell)
     states = [s.name for s in cell.states]
     layout = _layout(cell, group_list, sym, sym_folded, uses_slope)
     at = lambda size: units(size, hidden_size)  # noqa: E731
     offsets = {m: (p, at(start), at(w)) for m, (p, start, w) in sym.items()}
     folded = {p: (xg, at(start), at(w)) for p, (xg, start, w) in sym_folded.items()}
-    source = gen.write(order)
     window = write_window_backward(cell, group_list, sym, sym_folded, batched)
-    recorder = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched)
+    fused = _fused_products(cell, users, keep=set(window.record))  # the same in both steps: the same rounding
+    source = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused).write(order)
+    recorder = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused)
     record_source = recorder.write(order, record=window.record)
     return Plan(group_list, offsets, source, states, uses_slope, folded, batched, layout, window, record_source)
 
@@ -195,9 +195,28 @@ def _folded_partners(groups: list[LinearGroup], offsets) -> dict[str, tuple[str,
     return folded
 
 
+def _fused_products(cell: Cell, users: dict[str, list[str]], keep: set[str]) -> set[str]:
+    """Products ``m = a * b`` read only by one sum ``s = c + m``: the step writes ``s = torch.addcmul(c, a, b)``
+    (one op instead of two; c * f + i * j in the LSTM). Not a product whose value is an output or in ``keep``
+    (recorded for the backward), nor one that involves the constant 1 (which may be a Python float)."""
+    fused: set[str] = set()
+    for node in cell:
+        if node.op is not Op.ADD or node.inputs[0] == node.inputs[1]:
+            continue
+        for arg in (1, 0):
+            product, other = cell[node.inputs[arg]], cell[node.inputs[1 - arg]]
+            if (product.op is Op.MUL and users[product.name] == [node.name] and product.name not in cell.outputs
+                    and product.name not in keep and other.op is not Op.ONE
+                    and all(cell[i].op is not Op.ONE for i in product.inputs)):
+                fused.add(product.name)
+                break
+    return fused
+
+
 class _StepWriter:
-    def __init__(self, cell, groups, offsets, pairs, users, folded, batched):
+    def __init__(self, cell, groups, offsets, pairs, users, folded, batched, fused: set[str] = frozenset()):
         self.cell: Cell = cell
+        self.fused = fused  # products written inside their sum (see _fused_products)
         self.folded: dict[str, tuple[str, Size, Size]] = folded
         self.batched = batched
         taken = {node.name for node in cell}
@@ -224,7 +243,7 @@ class _StepWriter:
             self._project(s)
         for name in order:
             node = self.cell[name]
-            if name in self.done or node.op in (Op.INPUT, Op.STATE):
+            if name in self.done or node.op in (Op.INPUT, Op.STATE) or name in self.fused:
                 continue
             self.emit(f"{name} = {self._expr(node)}")
             self.done.add(name)
@@ -330,6 +349,10 @@ class _StepWriter:
         if node.op is Op.HARD_SIGMOID:
             slope = node.attr("slope")
             return f"hard_sigmoid({node.inputs[0]}, {'self.slope' if slope is None else repr(float(slope))})"
+        product = next((i for i in node.inputs if i in self.fused), None) if node.op is Op.ADD else None
+        if product is not None:
+            other = node.inputs[0] if product == node.inputs[1] else node.inputs[1]
+            return f"torch.addcmul({other}, {', '.join(self.cell[product].inputs)})"
         if node.op is Op.LINEAR:  # only reached for linears the plan did not fuse (cannot happen)
             raise AssertionError(f"linear {node.name} was not placed in a group")
         return OPS[node.op].lowering.format(*node.inputs)
