@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from archsearch.errors import HyperParameterError
 from archsearch.ir import parse_cell
 from archsearch.search_spaces import seed as seed_cell
 from archsearch.tasks import Stream, Task, get_task
@@ -20,6 +21,7 @@ from archsearch.train import (
     scale_config,
     task_config,
     train,
+    train_batched,
     train_model,
     units_for_budget,
 )
@@ -227,3 +229,19 @@ def test_read_by_drops_only_the_difficulty_fields_a_task_does_not_read() -> None
     assert config.with_overrides(xml_max_tag_length=3).read_by(arithmetic) == config.read_by(arithmetic)
     assert config.with_overrides(xml_max_tag_length=3).read_by(xml) != config.read_by(xml)
     assert config.read_by(arithmetic)["schedule"] == "search"  # plain data, as stored in JSON
+
+
+def test_training_flushes_denormals_and_restores_the_setting() -> None:
+    """Denormal floats are flushed to zero while a run trains (they make CPU ops many times slower) and the
+    caller's setting comes back afterwards, also when training raises."""
+    from archsearch.train._loop import flushes_denormals
+
+    hp, task = HyperParams(1.0, 1.0, 5.0, 1, 250_000), get_task("arithmetic")
+    seen = []
+    torch.set_flush_denormal(False)
+    assert not flushes_denormals()
+    train(seed_cell("gru"), task, hp, TINY.with_overrides(max_epochs=1), on_epoch=lambda info: seen.append(flushes_denormals()))
+    assert seen == [True] and not flushes_denormals()
+    with pytest.raises(HyperParameterError):
+        train_batched(seed_cell("gru"), task, [hp], TINY, seeds=[1, 2])  # raises inside the training call
+    assert not flushes_denormals()

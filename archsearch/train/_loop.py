@@ -13,6 +13,7 @@ learning rate, clipping norm, init, data seed, schedule and early stop; see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -214,6 +215,28 @@ class _Run:
 
 
 # ---------------------------------------------------------------- the procedure
+def flushes_denormals() -> bool:
+    """Whether this thread's CPU flushes denormal floats to zero now (1e-20 squared is a float32 denormal)."""
+    tiny = torch.tensor([1e-20], dtype=torch.float32)
+    return bool((tiny * tiny).item() == 0.0)
+
+
+@contextlib.contextmanager
+def flushing_denormals():
+    """Flush denormal floats (below ~1.2e-38 in float32) to zero on the CPU while training; restore afterwards.
+
+    Products of saturated gates' derivatives reach the denormal range, and every op that touches a denormal
+    is many times slower on x86 CPUs (measured: a tiny XML run 30.6 s -> 24.0 s). Flushing changes values
+    only below the smallest normal float.
+    """
+    before = flushes_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def train_settings(
     cell: Cell,
     task,
@@ -227,7 +250,13 @@ def train_settings(
 
     Returns one result per setting and the model, holding the best weights of the slices that
     finished (in order), or as it stopped if none did. See :func:`train_batched` for the arguments.
+    Denormal floats are flushed to zero while it runs (:func:`flushing_denormals`).
     """
+    with flushing_denormals():
+        return _train_settings(cell, task, hps, config, seeds, device, on_epoch)
+
+
+def _train_settings(cell, task, hps, config, seeds, device, on_epoch) -> tuple[list[TrainResult], SlicedModel]:
     # ---------------------------------------------------------------- setup
     seeds = list(range(len(hps))) if seeds is None else list(seeds)
     if not hps:
