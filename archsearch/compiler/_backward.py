@@ -380,8 +380,9 @@ class _BackwardWriter:
             source = self.value(g.source)
             if group is None:  # no member's adjoint was ever written: zero gradients
                 grads.append(f"torch.zeros_like(self.weight_{g.param})")
-            elif self.batched:
-                grads.append(f"torch.einsum('tkbr,tkbc->krc', {group}, {source})")
+            elif self.batched:  # (T, K, B, .) -> (K, T*B, .): one copy each, then one bmm
+                grads.append(f"torch.bmm({group}.transpose(0, 1).flatten(1, 2).transpose(1, 2), "
+                             f"{source}.transpose(0, 1).flatten(1, 2))")
             else:
                 grads.append(f"{group}.flatten(0, -2).t() @ {source}.flatten(0, -2)")
             params.append(f"weight_{g.param}")
