@@ -66,6 +66,7 @@ def assert_batched_window_equals_autograd(cell, k: int = 3, hidden: int = 4, ste
     """K slices with different weights through the batched generated window against autograd on the batched step."""
     stacks = [compile_cell(cell, hidden, hidden, seed=i, dtype=torch.float64) for i in range(k)]
     layer = BatchedCellStack.from_stacks(stacks).layers[0]
+    layer.use_generated_backward(True)  # off by default for batched slices
     if hasattr(layer, "slope"):
         layer.slope.copy_(torch.tensor([0.5, 1.0, 3.0][:k], dtype=torch.float64).view(-1, 1, 1))
     g = torch.Generator().manual_seed(2)
@@ -190,3 +191,11 @@ def test_the_generated_backward_can_be_turned_off_per_module_and_per_process():
         env = {**os.environ, "ARCHSEARCH_GENERATED_BACKWARD": value}
         out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
         assert (out.strip() == "GeneratedWindowBackward") == generated, out
+
+
+def test_batched_slices_train_through_autograd_unless_asked():
+    stack = BatchedCellStack.from_stacks([compile_cell(archsearch.seed("gru"), 4, 4, seed=i) for i in range(2)])
+    x = torch.randn(2, 3, 2, 4)
+    assert type(stack(x)[0].grad_fn).__name__ != "GeneratedWindowBackward"
+    stack.use_generated_backward(True)
+    assert type(stack(x)[0].grad_fn).__name__ == "GeneratedWindowBackward"
