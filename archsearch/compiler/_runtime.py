@@ -339,7 +339,8 @@ class RecurrentLayer(nn.Module):
         if layout.uses_slope:
             self.register_buffer("slope", torch.tensor(1.0))  # the hard-sigmoid slope a (annealed in training)
         self._deferred = deferred_groups(layout, hidden_size)
-        self._window = window  # the generated backward of a window (None: autograd through the step)
+        self._generated_window = window  # the cell's generated window backward, if the compiler gave one
+        self._window = window  # the one training uses (None: autograd through the step)
         self.reset_parameters(init_scale)
 
     def reset_parameters(self, init_scale: float = 1.0) -> None:
@@ -371,8 +372,6 @@ class RecurrentLayer(nn.Module):
 
     def use_generated_backward(self, enabled: bool = True) -> None:
         """Train through the cell's generated window backward (the default) or, with False, autograd on the step."""
-        if not hasattr(self, "_generated_window"):
-            self._generated_window = self._window
         self._window = self._generated_window if enabled else None
 
     def enable_torch_compile(self) -> None:
@@ -382,7 +381,8 @@ class RecurrentLayer(nn.Module):
         and saves ~20% of a train step, so it only pays after thousands of steps with one
         size in one process.
         """
-        self._deferred, self._window = [], None  # the plain loop: dynamo traces it whole (no autograd.Function)
+        self._deferred = []  # the plain loop: dynamo traces it whole (no autograd.Function)
+        self._generated_window = self._window = None
         self._run = torch.compile(RecurrentLayer._run.__get__(self), dynamic=False)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
