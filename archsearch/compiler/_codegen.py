@@ -58,7 +58,7 @@ class Plan:
     folded: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     batched: bool = False
     layout: Layout | None = None  # the same, size-free, for the runtime (archsearch.compiler._runtime)
-    window: WindowCode | None = None  # the generated backward of a window (at this hidden size)
+    window: WindowCode | None = None  # the generated backward of a window (size-free, as the step)
     record_source: str = ""  # step_record: the step, also returning the values the window's backward reads
 
 
