@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/cell_speed.py                      # the README table (1 thread, H=200)
-    python benchmarks/cell_speed.py --hidden 64 200 --threads 1 --extras autograd   # issue 15's table, one run
+    python benchmarks/cell_speed.py --hidden 64 200 --threads 1 --extras autograd torch-ops   # issue 15's table
     python benchmarks/cell_speed.py --threads 2 --repeats 30
     python benchmarks/cell_speed.py --torch-compile      # also time the torch.compile'd step
     python benchmarks/cell_speed.py --profile lstm       # torch.profiler table of one train step
@@ -11,7 +11,8 @@ Usage:
 Each cell is timed compiled (``archsearch.compile``), as the module ``archsearch export``
 writes (imported from the written file, the compiled module's weights loaded) and
 walked node by node (naive); ``--extras autograd`` also times the compiled module trained by
-autograd through its step instead of its generated window backward.
+autograd through its step instead of its generated window backward, and ``--extras torch-ops`` the
+compiled module with its native elementwise stages off (torch ops only).
 
 A train step is forward + backward of one window (B=20 lanes, T=35 steps, H
 units (``--hidden``, default 200), float32, zero initial state, loss = sum(y * g)
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import archsearch
-from archsearch.compiler import compile_cell
+from archsearch.compiler import _native, compile_cell
 from archsearch.export import export_class_name, export_source
 from archsearch.ir import Cell, Op
 
@@ -55,7 +56,8 @@ from _timing import interleaved, train_step
 B, T = 20, 35
 # torch-lstm / torch-gru compute exactly what nn.LSTM / nn.GRU compute; the paper's lstm has 3 tanh (i, o, c)
 CELLS = ("lstm", "torch-lstm", "gru", "torch-gru", "gf-lstm", "hm-lstm")
-EXTRAS = ("exported", "naive", "autograd")  # autograd: the compiled module without its generated backward
+# autograd: the compiled module without its generated backward; torch-ops: without its native elementwise stages
+EXTRAS = ("exported", "naive", "autograd", "torch-ops")
 DEFAULT_EXTRAS = ("exported", "naive")
 LSTM3 = "nn.LSTM x3"  # the reference of the 3-layer seeds
 RESULTS = Path(__file__).resolve().parent / "results" / "cell_speed.json"
@@ -123,6 +125,21 @@ class NaiveCell(nn.Module):
         return torch.stack(outputs)
 
 
+class NativeOff(nn.Module):
+    """A compiled stack run with its native elementwise stages off (archsearch.compiler._native): torch ops only."""
+
+    def __init__(self, stack: nn.Module):
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, x: torch.Tensor):
+        saved, _native.ENABLED = _native.ENABLED, False
+        try:
+            return self.stack(x)
+        finally:
+            _native.ENABLED = saved
+
+
 def exported(cell: Cell, like: nn.Module, hidden: int) -> nn.Module:
     """The class ``archsearch export`` writes for ``cell``, imported from the file, with ``like``'s weights."""
     folder = Path(tempfile.mkdtemp(prefix="archsearch-export-"))
@@ -154,6 +171,8 @@ def _models(names: tuple[str, ...], hidden: int, torch_compile: bool, device: st
         if "autograd" in extras:  # the same module, trained by autograd through the step (no generated backward)
             models[f"{name} (autograd)"] = compile_cell(cell, H, H, seed=0)
             models[f"{name} (autograd)"].use_generated_backward(False)
+        if "torch-ops" in extras:  # the same module with its native elementwise stages off
+            models[f"{name} (torch ops)"] = NativeOff(compile_cell(cell, H, H, seed=0))
         if "naive" in extras:
             models[f"{name} (naive)"] = NaiveCell(cell, H, H)
     models = {name: model.to(device) for name, model in models.items()}
@@ -281,7 +300,8 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=list(CELLS))
     parser.add_argument("--extras", nargs="*", choices=EXTRAS, default=list(DEFAULT_EXTRAS),
                         help="also time these forms of each cell (default: exported naive; none: --extras; "
-                             "autograd: trained by autograd through the step instead of the generated backward)")
+                             "autograd: trained by autograd through the step instead of the generated backward; "
+                             "torch-ops: without the native elementwise stages)")
     parser.add_argument("--torch-compile", action="store_true", help="also time compile_cell(..., torch_compile=True)")
     parser.add_argument("--profile", metavar="CELL", help="print a torch.profiler table of CELL instead")
     parser.add_argument("--rows", type=int, default=15, help="profiler rows")

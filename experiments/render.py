@@ -308,17 +308,20 @@ def cell_speed_section(path: Path) -> str:
         c: "nn.LSTM x3" if c in ("gf-lstm", "hm-lstm") else ("nn.GRU" if "gru" in c else "nn.LSTM") for c in doc["cells"]}
     _reference = references.__getitem__
     cells = [c for c in doc["cells"] if c in doc["runs"][0]["ms_per_step"]]
-    paired = [c for c in cells if f"{c} (autograd)" in doc["runs"][0]["ms_per_step"]]  # --extras autograd
+    first = doc["runs"][0]["ms_per_step"]
+    paired = [(c, extra, label) for extra, label in (("autograd", "generated / autograd"),  # --extras autograd
+                                                     ("torch ops", "native / torch ops"))  # --extras torch-ops
+              for c in cells if f"{c} ({extra})" in first]
     out = ["| H | threads | load average | " + " | ".join(f"{c} / {_reference(c)}" for c in cells)
-           + " | " + " | ".join(f"{c} ms" for c in cells) + "".join(f" | {c}: generated / autograd" for c in paired)
+           + " | " + " | ".join(f"{c} ms" for c in cells) + "".join(f" | {c}: {label}" for c, _, label in paired)
            + " |", "|---:|---:|---:|" + "---:|" * (2 * len(cells) + len(paired))]
     for run in doc["runs"]:
         ms = run["ms_per_step"]
         ratios = " | ".join(f"{ms[c] / ms[_reference(c)]:.2f}x" for c in cells)
         times = " | ".join(f"{ms[c]:.2f}" for c in cells)
-        backward = "".join(f" | {ms[c] / ms[f'{c} (autograd)']:.2f}" for c in paired)
+        extras = "".join(f" | {ms[c] / ms[f'{c} ({extra})']:.2f}" for c, extra, _ in paired)
         out.append(f"| {run['hidden']} | {run['threads']} | {run['load_average_before']:.1f} | {ratios} | {times}"
-                   f"{backward} |")
+                   f"{extras} |")
     refs = sorted({_reference(c) for c in cells})
     out += ["", f"Reference ms per step: " + "; ".join(
         f"H={r['hidden']}, {r['threads']} thread(s): " + ", ".join(f"{ref} {r['ms_per_step'][ref]:.2f}" for ref in refs)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from archsearch.compiler._backward import WindowCode, write_window_backward
+from archsearch.compiler._native import Stage, library_source
 from archsearch.compiler._runtime import Fold, Group, Layout, Size, Slot, units
 from archsearch.compiler._sizes import add_sizes, size_code, sum_sizes
 from archsearch.ir import BINARY, OPS, SCALAR, Cell, Node, Op
@@ -60,6 +61,16 @@ class Plan:
     layout: Layout | None = None  # the same, size-free, for the runtime (archsearch.compiler._runtime)
     window: WindowCode | None = None  # the generated backward of a window (size-free, as the step)
     record_source: str = ""  # step_record: the step, also returning the values the window's backward reads
+    native: "NativeCode | None" = None  # unbatched: the step and step_record with native elementwise stages
+
+
+@dataclass(frozen=True)
+class NativeCode:
+    """``window_native`` and ``window_record_native`` (Python, each taking the stage kernels ``K``) and their C."""
+
+    source: str
+    c_source: str
+    stages: tuple[Stage, ...]
 
 
 def _sole_user(cell: Cell, name: str, users: dict[str, list[str]]) -> str | None:
@@ -139,9 +150,21 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
     source = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused).write(order)
     recorder = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused)
     record_source = recorder.write(order, record=window.record)
-    return Plan(group_list, offsets, source, states, uses_slope, folded, batched, layout, window, record_source)
+    native = None if batched else _native_code(cell, group_list, sym, pairs, users, sym_folded, order, window.record)
+    return Plan(group_list, offsets, source, states, uses_slope, folded, batched, layout, window, record_source, native)
 
 
+def _native_code(cell: Cell, groups, sym, pairs, users, folded, order: list[str], record: tuple[str, ...]) -> NativeCode:
+    """The window's loop with its elementwise runs as native stages (see archsearch.compiler._native), without
+    and with the values the generated backward reads."""
+    from archsearch.compiler._native_window import NativeWindowWriter
+
+    forward = NativeWindowWriter(cell, groups, sym, pairs, users, folded, "s", 0)
+    plain = forward.write_window("window_native", order, ())
+    recorder = NativeWindowWriter(cell, groups, sym, pairs, users, folded, "r", len(forward.stages))
+    recorded = recorder.write_window("window_record_native", order, record)
+    stages = forward.stages + recorder.stages
+    return NativeCode(plain + "\n" + recorded, library_source(forward.texts + recorder.texts), tuple(stages))
 
 
 def _layout(cell: Cell, groups: list[LinearGroup], sym, folded, uses_slope: bool) -> Layout:
@@ -219,8 +242,8 @@ class _StepWriter:
         self.fused = fused  # products written inside their sum (see _fused_products)
         self.folded: dict[str, tuple[str, Size, Size]] = folded
         self.batched = batched
-        taken = {node.name for node in cell}
-        self.n = next(name for name in ("n", "units", *(f"n{'_' * i}" for i in range(1, 1000))) if name not in taken)
+        self.taken = {node.name for node in cell}
+        self.n = self._fresh("n", "units")
         self.uses_n = False  # a size was written: the step starts with n = self.hidden_size
         self.groups: list[LinearGroup] = groups
         self.offsets = offsets
@@ -228,6 +251,12 @@ class _StepWriter:
         self.users = users
         self.lines: list[str] = []
         self.done: set[str] = set()  # nodes whose variable is defined
+
+    def _fresh(self, *names: str) -> str:
+        """The first of ``names`` (then ``names[0]`` with underscores) that no node and no earlier pick uses."""
+        name = next(m for m in (*names, *(f"{names[0]}{'_' * i}" for i in range(1, 1000))) if m not in self.taken)
+        self.taken.add(name)
+        return name
 
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
@@ -297,7 +326,7 @@ class _StepWriter:
         if source == "x":
             return
         for g in (g for g in self.groups if g.source == source):
-            weight = f"self.weight_{g.param}"
+            weight = self._param(f"weight_{g.param}")
             proj = f"p_{g.param}"
             paired = [(add, sl) for add, (_, sl) in self.pairs.items() if sl in g.members]
             rest = [m for m in g.members if m not in {sl for _, sl in paired}]
@@ -307,11 +336,11 @@ class _StepWriter:
                 if self.batched:
                     self.emit(f"{sums} = torch.baddbmm(xp_{g.param}, {source}, {weight}.transpose(1, 2))")
                 else:
-                    self.emit(f"{sums} = torch.addmm(xp_{g.param}, {source}, {weight}.t())")
+                    self.emit(f"{sums} = torch.addmm(xp_{g.param}, {source}, {self._transposed(g.param)})")
                 self._split(sums, [add for add, _ in paired], [self.offsets[sl][2] for _, sl in paired])
                 self._define([add for add, _ in paired])
                 continue
-            bias = f", self.bias_{g.param}" if g.bias else ""
+            bias = f", {self._param(f'bias_{g.param}')}" if g.bias else ""
             linear = "blinear" if self.batched else "F.linear"
             self.emit(f"{proj} = {linear}({source}, {weight}{bias})")
             if paired:
@@ -322,6 +351,14 @@ class _StepWriter:
             if rest:
                 self._split(f"{proj}[..., {self.size(width)}:]" if paired else proj, rest, [self.offsets[m][2] for m in rest])
             self._define([add for add, _ in paired] + rest)
+
+    def _param(self, name: str) -> str:
+        """A parameter of the module, as the step reads it."""
+        return f"self.{name}"
+
+    def _transposed(self, param: str) -> str:
+        """``weight_<param>`` transposed (unbatched)."""
+        return f"self.weight_{param}.t()"
 
     def _define(self, names: list[str]) -> None:
         """Mark nodes produced by a split as defined, then project whatever reads them."""

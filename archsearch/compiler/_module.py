@@ -15,6 +15,7 @@ import torch
 from archsearch.compiler import _runtime
 from archsearch.compiler._cache import cached_plan_entry, cached_step
 from archsearch.compiler._codegen import Plan, plan_cell
+from archsearch.compiler._native import NativeSteps
 from archsearch.compiler._runtime import RecurrentLayer, RecurrentStack, Window
 from archsearch.errors import CompileError
 from archsearch.ir import Cell
@@ -33,7 +34,7 @@ def _exec_code(plan: Plan, label: str, helpers: dict[str, object] = _helpers) ->
     and equal cells share one code object.
     """
     assert plan.window is not None and plan.layout is not None
-    source = "\n\n".join([plan.source, plan.record_source, plan.window.source])
+    source = "\n\n".join([plan.source, plan.record_source, plan.window.source, plan.native.source if plan.native else ""])
 
     def build() -> tuple[str, tuple[Callable, Window]]:
         filename = f"<archsearch-cell-{label}-{next(_counter)}>"
@@ -44,7 +45,10 @@ def _exec_code(plan: Plan, label: str, helpers: dict[str, object] = _helpers) ->
         except BaseException:
             linecache.cache.pop(filename, None)
             raise
-        window = Window(namespace["step_record"], namespace["window_backward"], plan.window.params, plan.layout.raw_x)
+        native = plan.native and NativeSteps(namespace["window_native"], namespace["window_record_native"],
+                                             plan.native.c_source, plan.native.stages, plan.layout.raw_x)
+        window = Window(namespace["step_record"], namespace["window_backward"], plan.window.params, plan.layout.raw_x,
+                        native)
         return filename, (namespace["step"], window)
 
     return cached_step((source, label), build)

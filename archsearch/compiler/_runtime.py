@@ -211,6 +211,9 @@ class Window:
     backward: Callable  # window_backward(self, dys, douts, S, V, X) -> (dxp, dX, d_init, grads)
     params: tuple[str, ...]  # the module attributes ``backward`` returns gradients for, in order
     raw_x: bool  # the cell reads x_t itself (the backward needs X and returns dX)
+    # the step and record step with native elementwise stages (archsearch.compiler._native; None in an export):
+    # ``native.bind(record, xs, xp, state)`` gives one for these tensors, or None
+    native: object = None
 
 
 class GeneratedWindow(torch.autograd.Function):
@@ -224,13 +227,20 @@ class GeneratedWindow(torch.autograd.Function):
     @staticmethod
     def forward(ctx, module, window: Window, time_dim: int, xs, xp, n_states: int, *tensors):
         state = tuple(tensors[:n_states])
+        ctx.module, ctx.window, ctx.time_dim = module, window, time_dim
+        native = window.native and window.native.bind(True, xs, xp, state)
+        if native is not None:  # the whole window at once, its values recorded in place (time first)
+            ys, final, S, V = native(module, xs, xp, state)
+            ctx.S, ctx.V = list(S), list(V)
+            ctx.X = xs if window.raw_x else None
+            ctx.present = [t is not None for t in tensors[n_states:]]
+            return (ys, *final)
         seen, recorded, outputs = [], [], []
         for x_t, xp_t in zip(xs.unbind(time_dim), xp.unbind(time_dim)):
             seen.append(state)
             state, values = window.record_step(module, x_t, xp_t, *state)
             recorded.append(values)
             outputs.append(state[0])
-        ctx.module, ctx.window, ctx.time_dim = module, window, time_dim
         ctx.S = [torch.stack(s) for s in zip(*seen)]  # time first: (T, [K,] B, width)
         ctx.V = [torch.stack(v) for v in zip(*recorded)]
         ctx.X = xs.movedim(time_dim, 0) if window.raw_x else None
@@ -273,14 +283,21 @@ def run_window(
     groups: list[DeferredGroup],
     time_dim: int,
     window: Window | None = None,
+    native: object = None,
 ) -> tuple[torch.Tensor, State]:
     """The recurrent loop shared by the unbatched and the batched layer: returns (outputs, final state).
 
     With gradients enabled, a cell with a generated ``window`` runs as one :class:`GeneratedWindow`;
     otherwise the weights of ``groups`` (see :func:`deferred_groups`) get their gradient once per
     window through :class:`DeferredWeightGrads`. Neither while torch.compile/torch.export trace.
+    Without gradients, ``native`` (a window's ``native``) runs the step if it can.
     """
     tracing = torch.compiler.is_compiling()
+    run_native = native is not None and not tracing and not torch.is_grad_enabled() and time_dim == 0
+    whole = run_native and native.bind(False, xs, xp, state)
+    if whole:
+        ys, final, _, _ = whole(module, xs, xp, state)
+        return ys, tuple(final)
     if window is not None and GENERATED_BACKWARD and not tracing and torch.is_grad_enabled():
         params = [getattr(module, name) for name in window.params]
         tensors = (*state, *params)
@@ -341,6 +358,7 @@ class RecurrentLayer(nn.Module):
         self._deferred = deferred_groups(layout, hidden_size)
         self._generated_window = window  # the cell's generated window backward, if the compiler gave one
         self._window = window  # the one training uses (None: autograd through the step)
+        self._native = window and window.native  # native stages for steps without gradients, if any
         self.reset_parameters(init_scale)
 
     def reset_parameters(self, init_scale: float = 1.0) -> None:
@@ -382,7 +400,7 @@ class RecurrentLayer(nn.Module):
         size in one process.
         """
         self._deferred = []  # the plain loop: dynamo traces it whole (no autograd.Function)
-        self._generated_window = self._window = None
+        self._generated_window = self._window = self._native = None
         self._run = torch.compile(RecurrentLayer._run.__get__(self), dynamic=False)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
@@ -413,7 +431,8 @@ class RecurrentLayer(nn.Module):
     def _run(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """The loop; :meth:`enable_torch_compile` replaces it with a copy compiled by ``torch.compile``."""
         xp = self.input_projections(x)  # (T, B, P)
-        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=0, window=self._window)
+        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=0, window=self._window,
+                          native=self._native)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"

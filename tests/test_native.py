@@ -1,0 +1,151 @@
+"""Native elementwise stages (archsearch.compiler._native): the window they run equals the torch step's.
+
+Each check runs one window through the generated native window function and through the torch
+record step one step at a time, and compares outputs, final states, the states read at every step
+and every recorded value (float64: 1e-12 relative to the largest value; float32: a few ulp of
+libmvec's tanh/exp). The gradients through the native forward are checked against autograd by
+tests/test_window_backward.py, which runs with native stages on wherever they are available.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import archsearch
+from archsearch.compiler import _native, compile_cell
+from archsearch.compiler._module import cached_plan
+from archsearch.compiler._native import NativeSteps
+from archsearch.ir import parse_cell
+from test_window_backward import EDGE_CELLS, _mutated
+
+pytestmark = pytest.mark.skipif(not _native.available(), reason="no C compiler with libmvec here")
+
+
+def _layer(cell, hidden: int, dtype: torch.dtype, slope: float = 1.7):
+    layer = compile_cell(cell, hidden, hidden, seed=0, dtype=dtype).layers[0]
+    if hasattr(layer, "slope"):
+        layer.slope.fill_(slope)
+    return layer
+
+
+def _torch_window(layer, xs, xp, state):
+    """What GeneratedWindow's torch path computes: the record step one step at a time, stacked."""
+    window = layer._generated_window
+    seen, recorded, outputs = [], [], []
+    for x_t, xp_t in zip(xs.unbind(0), xp.unbind(0)):
+        seen.append(state)
+        state, values = window.record_step(layer, x_t, xp_t, *state)
+        recorded.append(values)
+        outputs.append(state[0])
+    return torch.stack(outputs), state, [torch.stack(s) for s in zip(*seen)], [torch.stack(v) for v in zip(*recorded)]
+
+
+def _close(got, want, dtype):
+    scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(got, want, rtol=0.0, atol=tol * scale)
+
+
+def assert_native_equals_torch(cell, dtype=torch.float64, hidden: int = 7, steps: int = 6, batch: int = 3):
+    layer = _layer(cell, hidden, dtype)
+    g = torch.Generator().manual_seed(3)
+    xs = torch.randn(steps, batch, hidden, dtype=dtype, generator=g)
+    state = tuple(torch.randn(batch, w, dtype=dtype, generator=g) for w in layer.state_widths)
+    with torch.no_grad():
+        xp = layer.input_projections(xs)
+        want = _torch_window(layer, xs, xp, state)
+        native = layer._generated_window.native
+        for record in (True, False):
+            ys, final, seen, values = native.bind(record, xs, xp, state)(layer, xs, xp, state)
+            _close(ys, want[0], dtype)
+            for got, expected in zip(final, want[1], strict=True):
+                _close(got, expected, dtype)
+            for got, expected in zip(seen, want[2], strict=True):
+                _close(got, expected, dtype)
+            assert len(values) == (len(want[3]) if record else 0)
+            for got, expected in zip(values, want[3]):
+                _close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", archsearch.seeds())
+def test_every_seed(name, dtype):
+    assert_native_equals_torch(archsearch.seed(name), dtype)
+
+
+@given(seed_name=st.sampled_from(sorted(archsearch.seeds())), rng=st.integers(0, 2**32 - 1), chain=st.integers(1, 4))
+@settings(max_examples=40, deadline=None, derandomize=True)
+def test_mutated_cells(seed_name, rng, chain):
+    assert_native_equals_torch(_mutated(seed_name, rng, chain))
+
+
+@pytest.mark.parametrize("name", EDGE_CELLS)
+def test_edge_cells(name):
+    assert_native_equals_torch(parse_cell("cell edge\n" + EDGE_CELLS[name].strip().replace("\n        ", "\n")))
+
+
+def test_a_compiled_module_runs_its_native_window_when_no_gradient_is_needed(monkeypatch):
+    """Evaluation (no_grad) and training (the generated backward's forward) both bind the native window;
+    the outputs agree with the torch ops to rounding, and equal them exactly when native stages are off."""
+    binds = []
+    bind = NativeSteps.bind
+    monkeypatch.setattr(NativeSteps, "bind", lambda self, record, *a: binds.append(record) or bind(self, record, *a))
+    model = compile_cell(archsearch.seed("gru"), 6, 8, seed=0, dtype=torch.float64)
+    x = torch.randn(5, 2, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y_native = model(x)[0]
+    y_train = model(x)[0]
+    assert binds == [False, True]
+    monkeypatch.setattr(_native, "ENABLED", False)
+    with torch.no_grad():
+        y_torch = model(x)[0]
+    torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-13)
+    torch.testing.assert_close(y_train.detach(), y_torch, rtol=0, atol=1e-13)
+
+
+def test_tensors_the_stages_cannot_read_fall_back_to_torch():
+    layer = _layer(archsearch.seed("lstm"), 4, torch.float32)
+    native = layer._generated_window.native
+    xs = torch.randn(3, 2, 4)
+    xp = layer.input_projections(xs).detach()
+    state = layer.initial_state(2)
+    assert native.bind(True, xs, xp, state) is not None
+    assert native.bind(True, xs.half(), xp.half(), tuple(s.half() for s in state)) is None  # no half kernels
+    assert native.bind(True, xs, xp, tuple(s.double() for s in state)) is None  # mixed dtypes
+    assert native.bind(True, xs, xp[0], state) is None  # not time-major (T, B, P)
+
+
+def test_a_stage_that_does_not_compile_falls_back_with_a_warning(caplog):
+    plan = cached_plan(archsearch.seed("lstm").validate(), 4)
+    broken = NativeSteps(None, None, plan.native.c_source + "\nthis is not C;\n", plan.native.stages, False)
+    xs, state = torch.randn(2, 1, 4), (torch.zeros(1, 4), torch.zeros(1, 4))
+    with caplog.at_level(logging.WARNING, logger="archsearch.compiler._native"):
+        assert broken.bind(True, xs, torch.randn(2, 1, 16), state) is None
+    assert "did not compile" in caplog.text
+    assert broken.bind(True, xs, torch.randn(2, 1, 16), state) is None  # and it does not try again
+
+
+def test_no_text_of_the_cell_reaches_the_c_source():
+    cell = parse_cell("cell mine\nstates hidden_state_evil, memory_evil\n"
+                      "gate_evil = sigmoid(W(x) + W(hidden_state_evil) + b)\n"
+                      "memory_evil' = memory_evil * gate_evil + tanh(W(x) + b)\n"
+                      "hidden_state_evil' = tanh(memory_evil') * gate_evil")
+    source = cached_plan(cell, 8).native.c_source
+    assert "evil" not in source and "mine" not in source
+    assert_native_equals_torch(cell)
+
+
+def test_native_stages_can_be_turned_off_per_process():
+    code = "from archsearch.compiler import _native; print(_native.available())"
+    for value, expected in (("0", "False"), ("1", "True")):
+        run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ARCHSEARCH_NATIVE": value},
+                             capture_output=True, text=True, check=True)
+        assert run.stdout.strip() == expected
