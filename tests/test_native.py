@@ -92,23 +92,44 @@ def test_edge_cells(name):
     assert_native_equals_torch(parse_cell("cell edge\n" + EDGE_CELLS[name].strip().replace("\n        ", "\n")))
 
 
-def test_a_compiled_module_runs_its_native_window_when_no_gradient_is_needed(monkeypatch):
-    """Evaluation (no_grad) and training (the generated backward's forward) both bind the native window;
-    the outputs agree with the torch ops to rounding, and equal them exactly when native stages are off."""
-    binds = []
+def _gradients(model, x):
+    y, state = model(x)
+    model.zero_grad(set_to_none=True)
+    (y.square().sum() + sum(s.sum() for s in state)).backward()
+    return y.detach(), [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["gru", "gf-lstm"])
+def test_a_compiled_module_runs_native_stages_where_it_can(monkeypatch, name):
+    """Evaluation (no_grad) runs the native window; training runs the native window with recording and the
+    native backward. Outputs and gradients agree with the torch ops (native stages off) to rounding."""
+    calls = []
     bind = NativeSteps.bind
-    monkeypatch.setattr(NativeSteps, "bind", lambda self, record, *a: binds.append(record) or bind(self, record, *a))
-    model = compile_cell(archsearch.seed("gru"), 6, 8, seed=0, dtype=torch.float64)
+
+    def spy(self, record, *args):  # which native windows ran
+        window = bind(self, record, *args)
+        if window is not None:
+            calls.append(record)
+        return window
+
+    monkeypatch.setattr(NativeSteps, "bind", spy)
+    model = compile_cell(archsearch.seed(name), 6, 8, seed=0, dtype=torch.float64)
+    backward = model.layers[0]._generated_window.native.backward
+    model.layers[0]._generated_window.native.backward = lambda *a, **k: calls.append("backward") or backward(*a, **k)
     x = torch.randn(5, 2, 6, dtype=torch.float64)
     with torch.no_grad():
-        y_native = model(x)[0]
-    y_train = model(x)[0]
-    assert binds == [False, True]
+        y_eval = model(x)[0]
+    y_native, grads_native = _gradients(model, x)
+    assert calls == [False, True, "backward"]
     monkeypatch.setattr(_native, "ENABLED", False)
     with torch.no_grad():
         y_torch = model(x)[0]
+    _, grads_torch = _gradients(model, x)
+    assert calls == [False, True, "backward"]  # nothing native ran with native stages off
+    torch.testing.assert_close(y_eval, y_torch, rtol=0, atol=1e-13)
     torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-13)
-    torch.testing.assert_close(y_train.detach(), y_torch, rtol=0, atol=1e-13)
+    for got, want in zip(grads_native, grads_torch, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * max(1.0, float(want.abs().max())))
 
 
 def test_tensors_the_stages_cannot_read_fall_back_to_torch():
@@ -125,7 +146,7 @@ def test_tensors_the_stages_cannot_read_fall_back_to_torch():
 
 def test_a_stage_that_does_not_compile_falls_back_with_a_warning(caplog):
     plan = cached_plan(archsearch.seed("lstm").validate(), 4)
-    broken = NativeSteps(None, None, plan.native.c_source + "\nthis is not C;\n", plan.native.stages, False)
+    broken = NativeSteps(None, None, None, plan.native.c_source + "\nthis is not C;\n", plan.native.stages, False)
     xs, state = torch.randn(2, 1, 4), (torch.zeros(1, 4), torch.zeros(1, 4))
     with caplog.at_level(logging.WARNING, logger="archsearch.compiler._native"):
         assert broken.bind(True, xs, torch.randn(2, 1, 16), state) is None

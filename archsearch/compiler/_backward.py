@@ -124,6 +124,7 @@ class _BackwardWriter:
             self.group_columns[g.param] = (buffer, start, width)
         self.folded = folded
         self.prologue: list[str] = []
+        self.prologue_keys: list[object] = []  # what each prologue line names (see _name)
         self.body: list[str | _SlotProduct] = []
         self.names: dict[object, str] = {}  # values, factors, coefficients, slots -> prologue names
         self.record: list[str] = []
@@ -133,12 +134,18 @@ class _BackwardWriter:
         self.state_adjoint: dict[int, str] = {}
         self.uses_dx = False
         self.fresh = 0
+        # the loop again as data, for the native backward (archsearch.compiler._native_backward), in order:
+        # ("lin", target, terms, groups): target = sum(terms) + the groups' matmuls, target a variable, a Location
+        # (a linear's columns) or "dx"; ("reduce", variable, terms): the terms summed over units; ("state", k, var)
+        self.ops: list[tuple] = []
+        self.var_size: dict[str, Size] = {}  # variables the loop writes -> width
 
     # ------------------------------------------------------------ prologue: values, factors, coefficients
     def _name(self, key: object, prefix: str, expr: str) -> str:
         if key not in self.names:
             self.names[key] = f"{prefix}{len(self.names)}"
             self.prologue.append(f"{self.names[key]} = {expr}")
+            self.prologue_keys.append(key)
         return self.names[key]
 
     def value(self, node: str) -> str:
@@ -209,13 +216,15 @@ class _BackwardWriter:
             if k == 0:
                 terms.append(("dyp[t]", ONE))
             if terms or mms:
+                self.var_size[f"a{i}"] = _size(self.widths[name])
                 self.state_adjoint[k] = self.materialize(f"a{i}", terms, mms)
+                self.ops.append(("state", k, self.state_adjoint[k]))
             return
         if node.op is Op.INPUT:
             if terms:
                 self.uses_dx = True
                 dx = self._name("dx steps", "s", "dxb.unbind(0)") + "[t]"
-                self.materialize(dx, terms, [], out=True)
+                self.materialize(dx, terms, [], out=True, key="dx")
             return
         if node.op is Op.LINEAR:  # its adjoint goes to its columns; the group's matmul passes it on
             loc = self.location[name]
@@ -227,8 +236,9 @@ class _BackwardWriter:
                 self.written_slots[loc] = tuple(terms)
                 if len(terms) == 1 and terms[0][1].constant is None and not mms:
                     self.body.append(_SlotProduct(terms[0][0], terms[0][1], loc))  # may merge with its neighbours
+                    self.ops.append(("lin", loc, list(terms), []))
                 else:
-                    self.materialize(self.slot(loc), terms, mms, out=True)
+                    self.materialize(self.slot(loc), terms, mms, out=True, key=loc)
             group = next((g for g in self.groups if name in g.members), None)
             if group is not None:
                 self.written_groups.add(group.param)
@@ -236,6 +246,7 @@ class _BackwardWriter:
         if not terms and not mms:
             return
         if mms or len(terms) > 1:
+            self.var_size[f"a{i}"] = _size(self.widths[name])
             terms = [(self.materialize(f"a{i}", terms, mms), ONE)]
         for arg, src in enumerate(node.inputs):
             if self.cell[src].op is Op.ONE:
@@ -270,24 +281,32 @@ class _BackwardWriter:
         """Sum the (vector) terms over the last dimension, into a new (scalar) variable."""
         self.fresh += 1
         name = f"r{self.fresh}"
+        self.var_size[name] = _size(SCALAR)
         if len(terms) == 1 and terms[0][1].plain:
             self.emit(f"{name} = {terms[0][0]}.sum(-1, keepdim=True)")
+            self.ops.append(("reduce", name, list(terms)))
         elif len(terms) == 1 and terms[0][1].constant is None:
             self.emit(f"{name} = ({terms[0][0]} * {self.coef_at(terms[0][1])}).sum(-1, keepdim=True)")
+            self.ops.append(("reduce", name, list(terms)))
         else:
+            self.var_size[f"{name}v"] = _size(VECTOR)
             whole = self.materialize(f"{name}v", terms, [], fresh=True)
             self.emit(f"{name} = {whole}.sum(-1, keepdim=True)")
+            self.ops.append(("reduce", name, [(whole, ONE)]))
         return name
 
-    def materialize(self, target: str, terms: list[Term], mms: list, out: bool = False, fresh: bool = False) -> str:
+    def materialize(self, target: str, terms: list[Term], mms: list, out: bool = False, fresh: bool = False,
+                    key: object = None) -> str:
         """Write ``sum(terms) + sum(G_g[t] @ W_g)`` into ``target`` (a variable, or a slot with ``out``).
 
         The first op makes a fresh tensor (or writes the slot); the rest accumulate in place.
-        A single plain term is aliased (a variable) or copied (a slot).
+        A single plain term is aliased (a variable) or copied (a slot). ``key``: the target in ``ops``
+        where it is not the variable ``target`` (a Location, or "dx").
         """
         terms = sorted(terms, key=lambda term: not term[1].plain)  # a plain term first: it can seed an add
         if not mms and len(terms) == 1 and terms[0][1].plain and not out and not fresh:
             return terms[0][0]
+        self.ops.append(("lin", target if key is None else key, list(terms), list(mms)))
         rest = list(terms)
         if mms:
             g, mms = mms[0], mms[1:]
@@ -406,8 +425,11 @@ class _BackwardWriter:
             if g.param not in self.folded:
                 j = self.group_index[g.param]
                 head.append(f"    gb{j} = dys.new_zeros(*dys.shape[:-1], {size_code_n(self.group_columns[g.param][2])})")
-        head.append("    dyp = torch.cat([torch.zeros_like(dys[:1]), dys[:-1]]).unbind(0)  # dyp[t] = dys[t - 1]")
+        head.append("    dyp_all = torch.cat([torch.zeros_like(dys[:1]), dys[:-1]])  # dyp[t] = dys[t - 1]")
+        head.append("    dyp = dyp_all.unbind(0)")
+        self.head_start = head[1:]  # for the native backward: the head without the def line and the prologue
         head += [f"    {line}" for line in self.prologue]
+        carry_start = len(head)
         head.append("    do0 = douts[0] + dys[T - 1]")
         for k in states:
             if k:
@@ -419,6 +441,7 @@ class _BackwardWriter:
             f"    return dxp, {'dxb' if self.uses_dx else 'None'}, ({''.join(f'do{k}, ' for k in states)}), "
             f"({''.join(g + ', ' for g in grads)})"
         ]
+        self.head_end, self.grads = head[carry_start:], grads  # for the native backward
         return WindowCode(tuple(self.record), tuple(params), "\n".join(head + loop + tail) + "\n")
 
 
@@ -443,6 +466,10 @@ def _adjacent_chunks(run: list[_SlotProduct]) -> list[list[_SlotProduct]]:
     return chunks
 
 
+def _size(width: str) -> Size:
+    return (0, 1) if width == SCALAR else (1, 0)
+
+
 def size_code_n(size: Size) -> str:
     return size_code(size, "n")
 
@@ -451,6 +478,8 @@ def _alpha(multiple: int) -> str:
     return "" if multiple == 1 else f", alpha={multiple}"
 
 
-def write_window_backward(cell: Cell, groups, offsets, folded, batched: bool) -> WindowCode:
-    """The generated backward of ``cell``'s window (offsets and folds size-free, as :class:`Size`)."""
-    return _BackwardWriter(cell, groups, offsets, folded, batched).write()
+def write_window_backward(cell: Cell, groups, offsets, folded, batched: bool) -> tuple[WindowCode, "_BackwardWriter"]:
+    """The generated backward of ``cell``'s window (offsets and folds size-free, as :class:`Size`), and its
+    writer (whose ``ops`` the native backward renders)."""
+    writer = _BackwardWriter(cell, groups, offsets, folded, batched)
+    return writer.write(), writer

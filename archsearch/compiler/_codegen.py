@@ -145,26 +145,32 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
     at = lambda size: units(size, hidden_size)  # noqa: E731
     offsets = {m: (p, at(start), at(w)) for m, (p, start, w) in sym.items()}
     folded = {p: (xg, at(start), at(w)) for p, (xg, start, w) in sym_folded.items()}
-    window = write_window_backward(cell, group_list, sym, sym_folded, batched)
+    window, backward = write_window_backward(cell, group_list, sym, sym_folded, batched)
     fused = _fused_products(cell, users, keep=set(window.record))  # the same in both steps: the same rounding
     source = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused).write(order)
     recorder = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused)
     record_source = recorder.write(order, record=window.record)
-    native = None if batched else _native_code(cell, group_list, sym, pairs, users, sym_folded, order, window.record)
+    native = None if batched else _native_code(cell, group_list, sym, pairs, users, sym_folded, order, window.record,
+                                               backward)
     return Plan(group_list, offsets, source, states, uses_slope, folded, batched, layout, window, record_source, native)
 
 
-def _native_code(cell: Cell, groups, sym, pairs, users, folded, order: list[str], record: tuple[str, ...]) -> NativeCode:
+def _native_code(cell: Cell, groups, sym, pairs, users, folded, order: list[str], record: tuple[str, ...],
+                 backward) -> NativeCode:
     """The window's loop with its elementwise runs as native stages (see archsearch.compiler._native), without
-    and with the values the generated backward reads."""
+    and with the values the generated backward reads, and the generated backward's loop likewise."""
+    from archsearch.compiler._native_backward import NativeBackwardWriter
     from archsearch.compiler._native_window import NativeWindowWriter
 
     forward = NativeWindowWriter(cell, groups, sym, pairs, users, folded, "s", 0)
     plain = forward.write_window("window_native", order, ())
     recorder = NativeWindowWriter(cell, groups, sym, pairs, users, folded, "r", len(forward.stages))
     recorded = recorder.write_window("window_record_native", order, record)
-    stages = forward.stages + recorder.stages
-    return NativeCode(plain + "\n" + recorded, library_source(forward.texts + recorder.texts), tuple(stages))
+    reverse = NativeBackwardWriter(backward, len(forward.stages) + len(recorder.stages))
+    backward_source = reverse.write()
+    stages = forward.stages + recorder.stages + reverse.stages
+    return NativeCode("\n".join([plain, recorded, backward_source]),
+                      library_source(forward.texts + recorder.texts + reverse.texts), tuple(stages))
 
 
 def _layout(cell: Cell, groups: list[LinearGroup], sym, folded, uses_slope: bool) -> Layout:

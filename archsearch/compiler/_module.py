@@ -46,7 +46,8 @@ def _exec_code(plan: Plan, label: str, helpers: dict[str, object] = _helpers) ->
             linecache.cache.pop(filename, None)
             raise
         native = plan.native and NativeSteps(namespace["window_native"], namespace["window_record_native"],
-                                             plan.native.c_source, plan.native.stages, plan.layout.raw_x)
+                                             namespace["window_backward_native"], plan.native.c_source,
+                                             plan.native.stages, plan.layout.raw_x)
         window = Window(namespace["step_record"], namespace["window_backward"], plan.window.params, plan.layout.raw_x,
                         native)
         return filename, (namespace["step"], window)

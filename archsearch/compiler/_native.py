@@ -62,6 +62,7 @@ class Stage:
     inputs: tuple[str, ...]  # values read from outside the stage (tensors of shape (B, width))
     outputs: tuple[str, ...]  # stage nodes written to the buffer, in column order
     uses_slope: bool  # reads the module's annealed hard-sigmoid slope (a double argument)
+    table: bool = False  # its operands' addresses come as (t, a table of (base, bytes per step, row stride))
 
 
 def _expr(cell: Cell, node: str, ref: Callable[[str], str]) -> str:
@@ -226,8 +227,9 @@ class NativeKernels:
             for stage in self.stages:
                 f = getattr(self._library, f"{stage.name}_{name}")
                 f.restype = None
-                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                              *[ctypes.c_void_p, ctypes.c_int64] * (len(stage.inputs) + len(stage.outputs))]
+                operands = [ctypes.c_int64, ctypes.c_void_p] if stage.table else \
+                    [ctypes.c_void_p, ctypes.c_int64] * (len(stage.inputs) + len(stage.outputs))
+                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_double, *operands]
                 functions.append(f)
             self._by_dtype[dtype] = tuple(functions)
         return self._by_dtype[dtype]
@@ -236,9 +238,11 @@ class NativeKernels:
 class NativeSteps:
     """A cell's generated native step functions and their C (compiled on first use, once per process)."""
 
-    def __init__(self, step: Callable, record: Callable, source: str, stages: tuple[Stage, ...], raw_x: bool):
-        # window(self, xs, xp, state, K) -> (ys, final state, S, V): K the stage kernels for the dtype
-        self.step, self.record = step, record
+    def __init__(self, step: Callable, record: Callable, backward: Callable, source: str, stages: tuple[Stage, ...],
+                 raw_x: bool):
+        # window(self, xs, xp, state, K) -> (ys, final state, S, V): K the stage kernels for the dtype;
+        # backward(self, dys, douts, S, V, X, K): the generated window backward with its loop native
+        self.step, self.record, self.backward = step, record, backward
         self.source, self.stages, self.raw_x = source, stages, raw_x
         self._kernels: NativeKernels | None = None
         self._failed = False

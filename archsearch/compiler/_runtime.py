@@ -229,6 +229,7 @@ class GeneratedWindow(torch.autograd.Function):
         state = tuple(tensors[:n_states])
         ctx.module, ctx.window, ctx.time_dim = module, window, time_dim
         native = window.native and window.native.bind(True, xs, xp, state)
+        ctx.native = native
         if native is not None:  # the whole window at once, its values recorded in place (time first)
             ys, final, S, V = native(module, xs, xp, state)
             ctx.S, ctx.V = list(S), list(V)
@@ -255,7 +256,11 @@ class GeneratedWindow(torch.autograd.Function):
         time_dim, S = ctx.time_dim, ctx.S
         dys = torch.zeros_like(S[0]) if dys is None else dys.movedim(time_dim, 0)
         douts = [torch.zeros_like(s[0]) if d is None else d for d, s in zip(douts, S)]
-        dxp, dx, d_init, grads = ctx.window.backward(ctx.module, dys, douts, S, ctx.V, ctx.X)
+        if ctx.native is not None:  # the backward's loop native too, with the forward's kernels
+            native = ctx.window.native
+            dxp, dx, d_init, grads = native.backward(ctx.module, dys, douts, S, ctx.V, ctx.X, **ctx.native.keywords)
+        else:
+            dxp, dx, d_init, grads = ctx.window.backward(ctx.module, dys, douts, S, ctx.V, ctx.X)
         dx = None if dx is None else dx.movedim(0, time_dim)
         grads = [g if present else None for g, present in zip(grads, ctx.present)]
         return (None, None, None, dx, dxp.movedim(0, time_dim), None, *d_init, *grads)
