@@ -373,18 +373,22 @@ def window_function_section(path: Path) -> str:
 
 
 def quick_search_ab_section(path: Path) -> str:
-    """``benchmarks/quick_search_ab.py``: the quick search's evaluations per minute, autograd against generated backward."""
+    """``benchmarks/quick_search_ab.py``: the quick search's evaluations per minute in two modes, paired."""
     if not path.exists():
         return "_No paired quick-search run yet (`python benchmarks/quick_search_ab.py --minutes 4`)._"
-    out = ["| measured | minutes each | load average | autograd: evaluations / wall min | generated: evaluations / wall min "
-           "| autograd per min | generated per min | generated / autograd |", "|---|---:|---:|---|---|---:|---:|---:|"]
+    out = ["| measured | minutes each | load average | before → after | before: evaluations / wall min "
+           "| after: evaluations / wall min | before per min | after per min | after / before |",
+           "|---|---:|---:|---|---|---|---:|---:|---:|"]
     for m in json.loads(path.read_text())["measurements"]:
         rate = m["evaluations_per_minute"]
-        runs = {mode: [r for r in m["runs"] if r["mode"] == mode] for mode in ("autograd", "generated")}
-        cells = {mode: ", ".join(f"{r['evaluations']} / {r['wall_seconds'] / 60:.1f}" for r in rs) for mode, rs in runs.items()}
+        before, after = m.get("modes", ["autograd", "generated"])  # measurements before --modes: those two
+        cells = {mode: ", ".join(f"{r['evaluations']} / {r['wall_seconds'] / 60:.1f}" for r in m["runs"]
+                                 if r["mode"] == mode) for mode in (before, after)}
         out.append(f"| {m['date'][:16].replace('T', ' ')} | {m['minutes']:g} | {m['load_average_before']:.1f} | "
-                   f"{cells['autograd']} | {cells['generated']} | {rate['autograd']:.2f} | {rate['generated']:.2f} | "
-                   f"{rate['generated'] / rate['autograd']:.2f}x |")
+                   f"{before} → {after} | {cells[before]} | {cells[after]} | {rate[before]:.2f} | "
+                   f"{rate[after]:.2f} | {rate[after] / rate[before]:.2f}x |")
+    out += ["", "Modes: `autograd` (autograd through the step), `generated` (the generated window backward on torch "
+            "ops), `native` (with native elementwise stages, the default)."]
     return "\n".join(out)
 
 

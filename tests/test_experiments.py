@@ -125,7 +125,7 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
     bench = tmp_path / "bench"
     bench.mkdir()
     ms = {"nn.LSTM": 2.0, "nn.GRU": 4.0, "nn.LSTM x3": 10.0, "lstm": 5.0, "gru": 4.4, "gf-lstm": 30.0,
-          "lstm (autograd)": 6.25}  # --extras autograd, timed for the lstm only
+          "lstm (autograd)": 6.25, "gru (torch ops)": 5.5}  # --extras autograd torch-ops, for one cell each
     (bench / "cell_speed.json").write_text(json.dumps({
         "date": "2026-12-03T09:43:51+00:00", "torch": "2.x", "device": "CPU", "batch": 20, "unroll": 35, "repeats": 7,
         "steps": 2, "cells": ["lstm", "gru", "gf-lstm"], "runs": [{"hidden": 64, "threads": 1, "load_average_before": 0.96,
@@ -143,9 +143,13 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
         {"date": "2026-12-03T10:05:00+00:00", "torch": "2.x", "threads": 1, "runs": [window]}]}))
     ab = [{"mode": "autograd", "evaluations": 10, "wall_seconds": 240.0}, {"mode": "generated", "evaluations": 12,
                                                                           "wall_seconds": 240.0}]
-    (bench / "quick_search_ab.json").write_text(json.dumps({"measurements": [
+    native = [{"mode": "autograd", "evaluations": 10, "wall_seconds": 240.0}, {"mode": "native", "evaluations": 15,
+                                                                          "wall_seconds": 240.0}]
+    (bench / "quick_search_ab.json").write_text(json.dumps({"measurements": [  # before --modes, then with it
         {"date": "2026-12-03T12:30:00+00:00", "minutes": 4, "load_average_before": 0.2, "runs": ab,
-         "evaluations_per_minute": {"autograd": 2.5, "generated": 3.0}}]}))
+         "evaluations_per_minute": {"autograd": 2.5, "generated": 3.0}},
+        {"date": "2026-12-03T16:30:00+00:00", "minutes": 4, "load_average_before": 0.3, "runs": native,
+         "modes": ["autograd", "native"], "evaluations_per_minute": {"autograd": 2.5, "native": 3.75}}]}))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- experiments:quick_search_ab -->\n<!-- /experiments:quick_search_ab -->\n"
                       "<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n"
@@ -155,11 +159,12 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
     _render(readme, tmp_path / "empty", bench)
     text = readme.read_text()
     assert "| lstm / nn.LSTM | gru / nn.GRU | gf-lstm / nn.LSTM x3 |" in text
-    assert "| gf-lstm ms | lstm: generated / autograd |" in text
-    assert "| 64 | 1 | 1.0 | 2.50x | 1.10x | 3.00x | 5.00 | 4.40 | 30.00 | 0.80 |" in text
+    assert "| gf-lstm ms | lstm: generated / autograd | gru: native / torch ops |" in text
+    assert "| 64 | 1 | 1.0 | 2.50x | 1.10x | 3.00x | 5.00 | 4.40 | 30.00 | 0.80 | 0.80 |" in text
     assert "| lstm | 3/4 | 1,000–1,300 | 10.0–13.0 | 11.0 |" in text  # the failed seed 2 is not a time to pass
     assert "| 2026-12-03 10:05 | 64 | 1.5 | 4.00 | 8.00 | 8.00 | 6.00 | 1.00 | 0.75 | 1.50 | 3e-14 |" in text
-    assert "| 2026-12-03 12:30 | 4 | 0.2 | 10 / 4.0 | 12 / 4.0 | 2.50 | 3.00 | 1.20x |" in text
+    assert "| 2026-12-03 12:30 | 4 | 0.2 | autograd → generated | 10 / 4.0 | 12 / 4.0 | 2.50 | 3.00 | 1.20x |" in text
+    assert "| 2026-12-03 16:30 | 4 | 0.3 | autograd → native | 10 / 4.0 | 15 / 4.0 | 2.50 | 3.75 | 1.50x |" in text
     _render(readme, tmp_path / "empty", tmp_path / "empty")
     assert "No cell-speed run yet" in readme.read_text() and "No filter benchmark yet" in readme.read_text()
     assert "No window-function run yet" in readme.read_text() and "No paired quick-search run" in readme.read_text()

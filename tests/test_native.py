@@ -164,9 +164,20 @@ def test_no_text_of_the_cell_reaches_the_c_source():
     assert_native_equals_torch(cell)
 
 
-def test_native_stages_can_be_turned_off_per_process():
-    code = "from archsearch.compiler import _native; print(_native.available())"
-    for value, expected in (("0", "False"), ("1", "True")):
-        run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ARCHSEARCH_NATIVE": value},
-                             capture_output=True, text=True, check=True)
-        assert run.stdout.strip() == expected
+def test_native_stages_can_be_turned_off_per_process_and_say_why_they_are_off():
+    code = "from archsearch.compiler import _native; print(_native.available(), _native.describe())"
+    for env, expected in (({"ARCHSEARCH_NATIVE": "0"}, "False off (ARCHSEARCH_NATIVE=0)"),
+                          ({"ARCHSEARCH_NATIVE": "1"}, "True on"),
+                          ({"CC": "/no/such/cc"}, "False off (cannot run the C compiler '/no/such/cc': No such file")):
+        run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                             check=True)
+        assert run.stdout.strip().startswith(expected)
+
+
+def test_the_search_says_whether_its_workers_run_native_stages(tmp_path):
+    """The first line of a CPU search (in-process workers) on stderr; with native stages off it runs anyway."""
+    command = [sys.executable, "-m", "archsearch", "search", "--preset", "quick", "--db",
+               f"sqlite:///{tmp_path}/s.db", "--max-evaluations", "1", "--no-live"]
+    run = subprocess.run(command, env={**os.environ, "ARCHSEARCH_NATIVE": "0"}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "native elementwise stages: off (ARCHSEARCH_NATIVE=0)" in run.stderr

@@ -119,6 +119,10 @@ def run_search(args: argparse.Namespace) -> int:
         get_task(task, config.data_dir)  # unknown task or missing data: one error line, no database created
     report = check_output(args.report, (".html",), args.force, "--report") if args.report else None
     storage = open_storage(args.db)
+    if config.device == "cpu" and not args.ray:  # the workers are this process: say how they will run cells
+        from archsearch.compiler._native import describe
+
+        print(f"native elementwise stages: {describe()}", file=sys.stderr)
     view = _LiveView(config, enabled=not args.no_live and sys.stderr.isatty())
     with _executor(args) as executor, view:
         driver = SearchDriver(storage, config, executor, max_evaluations=max_evals, time_limit=time_limit,

@@ -1,10 +1,11 @@
-"""Native elementwise stages: the step's runs of elementwise ops as one generated C loop each.
+"""Native elementwise stages: a window's runs of elementwise ops as one generated C loop each.
 
 At the search's sizes a step is mostly per-op overhead: each of the ~10 (LSTM) to ~100 (GF-LSTM)
 elementwise ops between the step's matmuls costs a dispatch, an allocation and a pass over
-memory. Where nothing needs autograd (the forward of the generated window backward, which
-records values for it, and evaluation), the step runs as its matmuls plus one call per *stage*:
-a maximal run of elementwise nodes whose inputs are ready, compiled from C written here.
+memory. Where nothing needs autograd (the generated window backward's forward, which records
+values for it, its reverse loop, and evaluation), a window runs its matmuls as torch calls plus
+one call per *stage*: a maximal run of elementwise work whose inputs are ready, compiled from C
+written here (forward: :mod:`._native_window`; backward: :mod:`._native_backward`).
 
 * The C is size-free like the step (column offsets are ``a * n + b``), has one function per
   stage and float type (``float``, ``double``), and names values by position only: no text of
@@ -62,7 +63,6 @@ class Stage:
     inputs: tuple[str, ...]  # values read from outside the stage (tensors of shape (B, width))
     outputs: tuple[str, ...]  # stage nodes written to the buffer, in column order
     uses_slope: bool  # reads the module's annealed hard-sigmoid slope (a double argument)
-    table: bool = False  # its operands' addresses come as (t, a table of (base, bytes per step, row stride))
 
 
 def _expr(cell: Cell, node: str, ref: Callable[[str], str]) -> str:
@@ -92,8 +92,8 @@ def _expr(cell: Cell, node: str, ref: Callable[[str], str]) -> str:
 
 
 def stage_source(cell: Cell, stage: Stage) -> str:
-    """C of ``stage`` (its type left as ``real``): for each row b and unit j, the nodes in order; inputs and
-    outputs are (pointer, row stride) pairs."""
+    """C of ``stage`` (its type left as ``real``): for each row b and unit j, the nodes in order. Its inputs, then
+    outputs, are rows of ``tab``: (address at t = 0, bytes per step, row stride), so a call passes only t."""
     widths = cell.widths()
     scalar = {m: widths[m] == SCALAR for m in (*stage.nodes, *stage.inputs)}
     local = {name: f"v{k}" for k, name in enumerate(stage.nodes)}
@@ -101,11 +101,11 @@ def stage_source(cell: Cell, stage: Stage) -> str:
     def ref(name: str) -> str:
         return local[name] if name in local else f"a{stage.inputs.index(name)}[{'0' if scalar[name] else 'j'}]"
 
-    params = ["int64_t B", "int64_t n", "double slope"]
-    params += [f"const real *i{k}, int64_t s{k}" for k in range(len(stage.inputs))]
-    params += [f"real *o{k}, int64_t so{k}" for k in range(len(stage.outputs))]
+    count = len(stage.inputs) + len(stage.outputs)
+    starts = [f"  real *i{k} = (real *)(intptr_t)(tab[{3 * k}] + t * tab[{3 * k + 1}]); int64_t s{k} = tab[{3 * k + 2}];"
+              for k in range(count)]
     rows = [f"    const real *a{k} = i{k} + b * s{k};" for k in range(len(stage.inputs))]
-    rows += [f"    real *w{k} = o{k} + b * so{k};" for k in range(len(stage.outputs))]
+    rows += [f"    real *w{k} = i{len(stage.inputs) + k} + b * s{len(stage.inputs) + k};" for k in range(len(stage.outputs))]
     per_row, per_unit = [], []
     for name in stage.nodes:
         target = per_row if scalar[name] else per_unit
@@ -122,7 +122,8 @@ def stage_source(cell: Cell, stage: Stage) -> str:
         "    }",
         "  }",
     ]
-    text = [f"void {stage.name}_SUFFIX({', '.join(params)}) {{", "  (void)slope;", *body, "}"]
+    text = [f"void {stage.name}_SUFFIX(int64_t B, int64_t n, double slope, int64_t t, const int64_t *tab) {{",
+            "  (void)slope;", *starts, *body, "}"]
     return "\n".join(text) + "\n"
 
 
@@ -147,6 +148,7 @@ _lock = threading.Lock()
 _workdir: str | None = None
 _libraries: dict[str, ctypes.CDLL] = {}
 _probe: bool | None = None
+_why_not = ""  # why the probe failed
 
 
 def _compile(source: str) -> ctypes.CDLL:
@@ -165,7 +167,10 @@ def _compile(source: str) -> ctypes.CDLL:
         src, lib = os.path.join(_workdir, f"{key}.c"), os.path.join(_workdir, f"{key}.so")
         with open(src, "w") as f:
             f.write(source)
-        run = subprocess.run([compiler, *FLAGS, "-o", lib, src, "-lmvec", "-lm"], capture_output=True, text=True)
+        try:
+            run = subprocess.run([compiler, *FLAGS, "-o", lib, src, "-lmvec", "-lm"], capture_output=True, text=True)
+        except OSError as error:
+            raise NativeUnavailable(f"cannot run the C compiler {compiler!r}: {error.strerror}") from None
         if run.returncode != 0:
             raise NativeUnavailable(f"{compiler} failed: {run.stderr.strip()[:2000]}")
         _libraries[key] = ctypes.CDLL(lib)
@@ -175,15 +180,26 @@ def _compile(source: str) -> ctypes.CDLL:
 def available() -> bool:
     """Whether native stages can run here: enabled, Linux, and a probe kernel compiles, vectorizes with
     libmvec and agrees with torch (checked once per process)."""
-    global _probe
+    global _probe, _why_not
     if not ENABLED or not sys.platform.startswith("linux"):
         return False
     if _probe is None:
-        _probe = _run_probe()
+        _why_not = _run_probe()
+        _probe = not _why_not
     return _probe
 
 
-def _run_probe() -> bool:
+def describe() -> str:
+    """``on``, or ``off (why)``: what a search prints when it starts."""
+    if not ENABLED:
+        return "off (ARCHSEARCH_NATIVE=0)"
+    if not sys.platform.startswith("linux"):
+        return f"off (not Linux: {sys.platform})"
+    return "on" if available() else f"off ({_why_not})"
+
+
+def _run_probe() -> str:
+    """Compile and run a probe kernel: "" if it works, else why not."""
     from archsearch.ir import parse_cell
 
     cell = parse_cell("cell probe\nstates h\nh' = tanh(h + x) + sigmoid(h)")
@@ -195,19 +211,16 @@ def _run_probe() -> bool:
             h = torch.linspace(-30, 30, 2 * 67, dtype=dtype).reshape(2, 67)
             x = torch.linspace(-3, 3, 2 * 67, dtype=dtype).reshape(2, 67)
             out = torch.empty_like(h)
-            kernels.get(dtype)[0](2, 67, 0.0, h.data_ptr(), h.stride(0), x.data_ptr(), x.stride(0),
-                                  out.data_ptr(), out.stride(0))
+            table = torch.tensor([[t.data_ptr(), 0, 67] for t in (h, x, out)], dtype=torch.int64)
+            kernels.get(dtype)[0](2, 67, 0.0, 0, table.data_ptr())
             if not torch.allclose(out, torch.tanh(h + x) + torch.sigmoid(h), rtol=tol, atol=tol):
-                log.warning("native stages disabled: the probe kernel disagrees with torch")
-                return False
+                return "a probe kernel disagrees with torch"
         symbols = subprocess.run(["nm", "-D", kernels.path], capture_output=True, text=True).stdout if shutil.which("nm") else "_ZGV"
         if "_ZGV" not in symbols:
-            log.warning("native stages disabled: the C compiler did not vectorize exp/tanh (no libmvec)")
-            return False
+            return "the C compiler did not vectorize exp/tanh: no libmvec (glibc >= 2.35)"
     except (NativeUnavailable, OSError) as error:
-        log.info("native stages unavailable: %s", error)
-        return False
-    return True
+        return str(error).splitlines()[0][:200]
+    return ""
 
 
 class NativeKernels:
@@ -227,9 +240,7 @@ class NativeKernels:
             for stage in self.stages:
                 f = getattr(self._library, f"{stage.name}_{name}")
                 f.restype = None
-                operands = [ctypes.c_int64, ctypes.c_void_p] if stage.table else \
-                    [ctypes.c_void_p, ctypes.c_int64] * (len(stage.inputs) + len(stage.outputs))
-                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_double, *operands]
+                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
                 functions.append(f)
             self._by_dtype[dtype] = tuple(functions)
         return self._by_dtype[dtype]

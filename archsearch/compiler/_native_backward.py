@@ -170,7 +170,7 @@ class NativeBackwardWriter:
                     operands.append(op)
         index = self.first + len(self.stages)
         name = f"b{index}"
-        self.stages.append(Stage(name, (), (), (), False, table=True))
+        self.stages.append(Stage(name, (), (), (), False))
         self.texts.append(_stage_source(name, statements, operands, [self.scalar(o) for o in operands]))
         entries = []
         for op in operands:  # (address at t = 0, bytes per step, row stride): the stage computes its addresses
