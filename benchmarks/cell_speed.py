@@ -172,7 +172,7 @@ def _models(names: tuple[str, ...], hidden: int, torch_compile: bool, device: st
             models[f"{name} (autograd)"] = compile_cell(cell, H, H, seed=0)
             models[f"{name} (autograd)"].use_generated_backward(False)
         if "torch-ops" in extras:  # the same module with its native elementwise stages off
-            models[f"{name} (torch ops)"] = NativeOff(compile_cell(cell, H, H, seed=0))
+            models[f"{name} (torch-ops)"] = NativeOff(compile_cell(cell, H, H, seed=0))
         if "naive" in extras:
             models[f"{name} (naive)"] = NaiveCell(cell, H, H)
     models = {name: model.to(device) for name, model in models.items()}

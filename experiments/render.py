@@ -310,7 +310,7 @@ def cell_speed_section(path: Path) -> str:
     cells = [c for c in doc["cells"] if c in doc["runs"][0]["ms_per_step"]]
     first = doc["runs"][0]["ms_per_step"]
     paired = [(c, extra, label) for extra, label in (("autograd", "generated / autograd"),  # --extras autograd
-                                                     ("torch ops", "native / torch ops"))  # --extras torch-ops
+                                                     ("torch-ops", "native / torch ops"))  # --extras torch-ops
               for c in cells if f"{c} ({extra})" in first]
     out = ["| H | threads | load average | " + " | ".join(f"{c} / {_reference(c)}" for c in cells)
            + " | " + " | ".join(f"{c} ms" for c in cells) + "".join(f" | {c}: {label}" for c, _, label in paired)

@@ -125,7 +125,7 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
     bench = tmp_path / "bench"
     bench.mkdir()
     ms = {"nn.LSTM": 2.0, "nn.GRU": 4.0, "nn.LSTM x3": 10.0, "lstm": 5.0, "gru": 4.4, "gf-lstm": 30.0,
-          "lstm (autograd)": 6.25, "gru (torch ops)": 5.5}  # --extras autograd torch-ops, for one cell each
+          "lstm (autograd)": 6.25, "gru (torch-ops)": 5.5}  # --extras autograd torch-ops, for one cell each
     (bench / "cell_speed.json").write_text(json.dumps({
         "date": "2026-12-03T09:43:51+00:00", "torch": "2.x", "device": "CPU", "batch": 20, "unroll": 35, "repeats": 7,
         "steps": 2, "cells": ["lstm", "gru", "gf-lstm"], "runs": [{"hidden": 64, "threads": 1, "load_average_before": 0.96,

@@ -181,3 +181,21 @@ def test_the_search_says_whether_its_workers_run_native_stages(tmp_path):
     run = subprocess.run(command, env={**os.environ, "ARCHSEARCH_NATIVE": "0"}, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "native elementwise stages: off (ARCHSEARCH_NATIVE=0)" in run.stderr
+
+
+def test_in_place_ops_on_the_outputs_do_not_change_the_gradients():
+    """The native window's outputs are copies of its buffers: an in-place op on them (nn.Dropout(inplace=True))
+    leaves the states the backward reads alone, as on torch ops."""
+    model = compile_cell(archsearch.seed("lstm"), 4, 5, seed=0, dtype=torch.float64)
+    x = torch.randn(6, 2, 4, dtype=torch.float64)
+    grads = []
+    for in_place in (False, True):
+        y, (h, c) = model(x)
+        if in_place:
+            y.mul_(2.0)
+            h.zero_()
+        model.zero_grad(set_to_none=True)
+        c.square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)

@@ -263,6 +263,8 @@ class NativeSteps:
         stages cannot read them (not CPU float32/64 of one dtype, time-major, rows contiguous) or cannot run here."""
         if self._failed or not ENABLED or xp.device.type != "cpu" or xp.dtype not in DTYPES or xp.dim() != 3:
             return None
+        if xp.stride(-1) != 1:
+            return None
         if any(s.dtype != xp.dtype or s.device != xp.device for s in state):
             return None
         if self.raw_x and (xs.dtype != xp.dtype or xs.stride(-1) != 1):

@@ -235,7 +235,7 @@ class GeneratedWindow(torch.autograd.Function):
             ctx.S, ctx.V = list(S), list(V)
             ctx.X = xs if window.raw_x else None
             ctx.present = [t is not None for t in tensors[n_states:]]
-            return (ys, *final)
+            return (ys.clone(), *(s.clone() for s in final))  # copies: in-place ops on them must not touch ctx.S
         seen, recorded, outputs = [], [], []
         for x_t, xp_t in zip(xs.unbind(time_dim), xp.unbind(time_dim)):
             seen.append(state)
