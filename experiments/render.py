@@ -309,8 +309,8 @@ def cell_speed_section(path: Path) -> str:
     _reference = references.__getitem__
     cells = [c for c in doc["cells"] if c in doc["runs"][0]["ms_per_step"]]
     first = doc["runs"][0]["ms_per_step"]
-    paired = [(c, extra, label) for extra, label in (("autograd", "generated / autograd"),  # --extras autograd
-                                                     ("torch-ops", "native / torch ops"))  # --extras torch-ops
+    paired = [(c, extra, label) for extra, label in (("autograd", "compiled / autograd"),  # --extras autograd
+                                                     ("torch-ops", "compiled / torch ops"))  # --extras torch-ops
               for c in cells if f"{c} ({extra})" in first]
     out = ["| H | threads | load average | " + " | ".join(f"{c} / {_reference(c)}" for c in cells)
            + " | " + " | ".join(f"{c} ms" for c in cells) + "".join(f" | {c}: {label}" for c, _, label in paired)
@@ -328,6 +328,10 @@ def cell_speed_section(path: Path) -> str:
         for r in doc["runs"]) + f". Train step (forward + backward) of B={doc['batch']}, T={doc['unroll']}, median of "
         f"{doc['repeats']} interleaved rounds of {doc['steps']} steps; {doc['device']}, torch {doc['torch']}, "
         f"{doc['date'][:16].replace('T', ' ')} UTC."]
+    if paired:
+        out += ["", "Compiled: the default (the generated window backward, with native elementwise stages where they "
+                "run); autograd: autograd through the step on torch ops (the code before issue 15); torch ops: the "
+                "generated window backward with native stages off."]
     return "\n".join(out)
 
 

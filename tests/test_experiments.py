@@ -159,7 +159,7 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
     _render(readme, tmp_path / "empty", bench)
     text = readme.read_text()
     assert "| lstm / nn.LSTM | gru / nn.GRU | gf-lstm / nn.LSTM x3 |" in text
-    assert "| gf-lstm ms | lstm: generated / autograd | gru: native / torch ops |" in text
+    assert "| gf-lstm ms | lstm: compiled / autograd | gru: compiled / torch ops |" in text
     assert "| 64 | 1 | 1.0 | 2.50x | 1.10x | 3.00x | 5.00 | 4.40 | 30.00 | 0.80 | 0.80 |" in text
     assert "| lstm | 3/4 | 1,000–1,300 | 10.0–13.0 | 11.0 |" in text  # the failed seed 2 is not a time to pass
     assert "| 2026-12-03 10:05 | 64 | 1.5 | 4.00 | 8.00 | 8.00 | 6.00 | 1.00 | 0.75 | 1.50 | 3e-14 |" in text
