@@ -147,8 +147,7 @@ class NativeUnavailable(RuntimeError):
 _lock = threading.Lock()
 _workdir: str | None = None
 _libraries: dict[str, ctypes.CDLL] = {}
-_probe: bool | None = None
-_why_not = ""  # why the probe failed
+_why_not: str | None = None  # why the probe failed ("" if it passed; None until it runs)
 
 
 def _compile(source: str) -> ctypes.CDLL:
@@ -180,22 +179,25 @@ def _compile(source: str) -> ctypes.CDLL:
 def available() -> bool:
     """Whether native stages can run here: enabled, Linux, and a probe kernel compiles, vectorizes with
     libmvec and agrees with torch (checked once per process)."""
-    global _probe, _why_not
-    if not ENABLED or not sys.platform.startswith("linux"):
-        return False
-    if _probe is None:
-        _why_not = _run_probe()
-        _probe = not _why_not
-    return _probe
+    return not _why_off()
 
 
 def describe() -> str:
     """``on``, or ``off (why)``: what a search prints when it starts."""
+    why = _why_off()
+    return f"off ({why})" if why else "on"
+
+
+def _why_off() -> str:
+    """"" where native stages can run, else why not (the probe runs once per process)."""
+    global _why_not
     if not ENABLED:
-        return "off (ARCHSEARCH_NATIVE=0)"
+        return "ARCHSEARCH_NATIVE=0"
     if not sys.platform.startswith("linux"):
-        return f"off (not Linux: {sys.platform})"
-    return "on" if available() else f"off ({_why_not})"
+        return f"not Linux: {sys.platform}"
+    if _why_not is None:
+        _why_not = _run_probe()
+    return _why_not
 
 
 def _run_probe() -> str:
@@ -228,7 +230,6 @@ class NativeKernels:
 
     def __init__(self, source: str, stages: list[Stage]):
         self.source, self.stages = source, stages
-        self.path = ""
         self._by_dtype: dict[torch.dtype, tuple[Callable, ...]] = {}
         self._library = _compile(source)
         self.path = self._library._name
