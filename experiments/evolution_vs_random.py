@@ -3,7 +3,7 @@
     python experiments/evolution_vs_random.py --preset quick --seeds 0 1 --budget 240 --chunk-minutes 60
 
 Runs ``archsearch search --strategy S --seed N`` for each strategy and seed into its own database under
-``experiments/results/dbs/`` (not committed), each up to ``--budget`` evaluations, giving every unfinished search
+``experiments/results/dbs/`` (committed with the JSON: they are what a later session resumes), each up to ``--budget`` evaluations, giving every unfinished search
 an equal share of ``--chunk-minutes`` per invocation; rerun the command to continue (the searches resume).
 After each chunk it writes ``experiments/results/evolution_vs_random_<preset>.json``:
 
@@ -34,8 +34,24 @@ from _common import RESULTS, conditions, load, save
 STRATEGIES = ("evolution", "random")
 
 
+def _db(preset: str, strategy: str, seed: int) -> Path:
+    return RESULTS / "dbs" / f"evo_{preset}_{strategy}_s{seed}.db"
+
+
 def _url(preset: str, strategy: str, seed: int) -> str:
-    return f"sqlite:///{RESULTS / 'dbs' / f'evo_{preset}_{strategy}_s{seed}.db'}"
+    return f"sqlite:///{_db(preset, strategy, seed)}"
+
+
+def forget_lost(data: dict, preset: str) -> None:
+    """Unfinished searches whose database is gone (a checkout without it) restart from nothing: their partial
+    entry moves to ``data["lost"]`` (its CPU time still counts in what the experiment cost), never mixed with
+    the new run's evaluations."""
+    for name, entry in list(data["searches"].items()):
+        unfinished = entry.get("evaluations", 0) < data["budget"]
+        if unfinished and not _db(preset, entry["strategy"], entry["seed"]).exists():
+            data.setdefault("lost", []).append({**entry, "lost_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+            del data["searches"][name]
+            print(f"{name}: its database is gone; restarting it (the partial run is kept under 'lost')", flush=True)
 
 
 def _search_name(strategy: str, seed: int) -> str:
@@ -135,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
               "budget": args.budget, "fresh_settings": args.fresh_settings}
     data = load(out, header, fresh=False)
     data.setdefault("searches", {})
+    forget_lost(data, args.preset)
     session = {"start": conditions()}
     data["sessions"].append(session)
     pending = [(s, n) for n in args.seeds for s in STRATEGIES
