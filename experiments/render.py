@@ -227,8 +227,18 @@ def evolution_section(docs: list[dict[str, Any]]) -> str:
             children = " / ".join(str(counters.get(k, 0)) for k in ("proposed", "filtered_out", "completed"))
             out.append(f"| {name} | {entry['evaluations']} | {at} | {shown} | {children} | "
                        f"{entry['cpu_seconds'] / 3600:.2f} |")
+        lost = doc.get("lost", [])
+        if lost:
+            out += ["", "Restarted from nothing after their databases were lost (not counted above): "
+                    + "; ".join(f"{e['strategy']}-s{e['seed']} after {e['evaluations']} evaluations, best fitness "
+                                f"{_fitness(e['best_fitness_curve'])}, {e['cpu_seconds'] / 3600:.2f} CPU hours"
+                                for e in lost) + "."]
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def _fitness(curve: list[float | None]) -> str:
+    return "–" if not curve or curve[-1] is None else f"{curve[-1]:.3f}"
 
 
 def quick_run_section(path: Path) -> str:

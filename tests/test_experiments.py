@@ -82,7 +82,9 @@ def test_render_evolution_and_calibration_sections(tmp_path) -> None:
                                 "counters": {"proposed": 9, "filtered_out": 2, "completed": 3},
                                 "top_mutant": {"name": "lstm~ab", "fitness": 1.04}, "reevaluated": {"fitness": 0.97}},
                "random-s0": {"evaluations": 25, "best_fitness_curve": curve[:25], "cpu_seconds": 3600.0,
-                             "top_mutant": None}}}
+                             "top_mutant": None}},
+           "lost": [{"strategy": "evolution", "seed": 1, "evaluations": 12, "best_fitness_curve": curve[:12],
+                     "cpu_seconds": 1800.0}]}
     (results / "evolution_vs_random_quick.json").write_text(json.dumps(evo))
     config = {"max_epochs": 40, "epoch_positions": 35000, "batch_size": 20, "unroll": 35, "param_scale": 0.1,
               "arithmetic_max_digits": 1, "arithmetic_distractor_mean": 3.0}
@@ -97,6 +99,8 @@ def test_render_evolution_and_calibration_sections(tmp_path) -> None:
     text = readme.read_text()
     assert "| evolution-s0 | 40 | – / 1.000 / 1.000 / 1.040 | 1.040 (0.970) | 9 / 2 / 3 | 2.00 |" in text
     assert "| random-s0 | 25 | – / 1.000 / – / – | – | 0 / 0 / 0 | 1.00 |" in text
+    assert ("Restarted from nothing after their databases were lost (not counted above): evolution-s1 after 12 "
+            "evaluations, best fitness 1.000, 0.50 CPU hours.") in text
     assert "| a | arithmetic | ≤ 1 digit, 3 distractors/gap | 0.1 | 2,000 | 0.5 | 0.300 | 0.280 | 0.620 | 0.660 | 2.07 |" in text
 
 
@@ -190,6 +194,25 @@ def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
     assert curve == sorted(curve) and curve[-1] == max(f for _, f, _ in top)
     mutants = [(f, a.name) for a, f, _ in top if a.origin == "mutant"]
     assert status["top_mutant"]["fitness"] >= max(mutants)[0] - 1e-12
+
+
+def test_evolution_restarts_a_search_whose_database_is_gone(tmp_path, monkeypatch) -> None:
+    """A new checkout without an unfinished search's database: that search starts over, its partial entry is
+    kept under 'lost'; a finished search (all it needs is in the JSON) and one whose database is there stay."""
+    sys.path.insert(0, str(RENDER.parent))
+    import evolution_vs_random
+
+    monkeypatch.setattr(evolution_vs_random, "RESULTS", tmp_path)
+    (tmp_path / "dbs").mkdir()
+    (tmp_path / "dbs" / "evo_medium_random_s0.db").write_bytes(b"")
+    entry = {"evaluations": 30, "cpu_seconds": 60.0, "best_fitness_curve": [1.0] * 30}
+    data = {"budget": 40, "searches": {
+        "evolution-s0": {**entry, "strategy": "evolution", "seed": 0},
+        "random-s0": {**entry, "strategy": "random", "seed": 0},
+        "random-s1": {**entry, "evaluations": 40, "strategy": "random", "seed": 1}}}
+    evolution_vs_random.forget_lost(data, "medium")
+    assert set(data["searches"]) == {"random-s0", "random-s1"}
+    assert [(e["strategy"], e["seed"], e["evaluations"]) for e in data["lost"]] == [("evolution", 0, 30)]
 
 
 def test_evolution_reevaluates_as_the_search_trained(tmp_path, monkeypatch) -> None:
