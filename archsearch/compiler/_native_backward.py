@@ -4,8 +4,11 @@
 sums of adjoint terms (``var * coef[t]``, integer multiples) written to a variable or a linear's
 columns, with matmuls of written groups; sums over units; the states' adjoints. Here the matmuls
 stay torch calls and every run of the rest between two matmuls becomes one C stage: one loop over
-the batch, in it one vectorized loop per statement. The prologue, the buffers the adjoints are
-written to, and the weight gradients are the torch version's, line for line.
+the batch, in it one vectorized loop per statement. A stage computes each coefficient (a product of
+local derivatives such as ``1 - v * v``) where it uses it, from the values the forward recorded,
+rounded as the torch prologue rounds it; so the prologue keeps only views (HM-LSTM's had ~230
+window-wide products). The buffers the adjoints are written to and the weight gradients are the
+torch version's, line for line.
 
 Every value has an address at step t: a coefficient or buffer row through pointer arithmetic
 (``p + t * r``); a state's adjoint lives in a ``(T + 1, B, width)`` buffer (row T holds the final
@@ -15,12 +18,13 @@ loop's other variables are scratch rows reused at every step.
 
 from __future__ import annotations
 
-from archsearch.compiler._backward import _BackwardWriter, size_code_n
+from archsearch.compiler._backward import Coef, _BackwardWriter, size_code_n
 from archsearch.compiler._native import Stage
 from archsearch.ir import SCALAR
 
-Operand = tuple  # ("var", name) | ("coef", Coef) | ("slot", Location) | ("dx",) | ("adjoint", k, row offset)
-Statement = tuple[str, Operand, list[tuple[Operand, Operand | None, int]]]  # (kind, target, terms)
+Operand = tuple  # ("var", name) | ("value", node) | ("slot", Location) | ("dx",) | ("adjoint", k, row offset)
+Statement = tuple[str, Operand, list[tuple[Operand, Coef | None, int]]]  # (kind, target, terms)
+FACTORS = ("coef", "tanh", "sigmoid", "relu", "hard_sigmoid", "pre")  # prologue keys the stages compute themselves
 
 
 class NativeBackwardWriter:
@@ -52,8 +56,8 @@ class NativeBackwardWriter:
         kind = op[0]
         if kind == "var":
             return op[1] != "dyp[t]" and self.w.var_size[op[1]] == (0, 1)
-        if kind == "coef":
-            return all(self.w.widths[node] == SCALAR for factors, _ in op[1].terms for _, node in factors)
+        if kind == "value":
+            return self.w.widths[op[1]] == SCALAR
         if kind == "slot":
             return op[1][2] == (0, 1)
         if kind == "adjoint":
@@ -76,9 +80,8 @@ class NativeBackwardWriter:
             self.prelude.append(f"ns{k} = dys.new_empty(B, {size_code_n(self.w.var_size[op[1]])})")
             self.prelude.append(f"{base}, {stride} = ns{k}.data_ptr(), ns{k}.stride(0)")
             return base, "", stride
-        elif kind == "coef":
-            tensor = f"nc{k}"
-            self.prelude.append(f"{tensor} = {self.w.names[('coef', op[1])]}.contiguous()")
+        elif kind == "value":  # a recorded value, a state read or the input, time first
+            tensor = self.w.value(op[1])
         elif kind == "slot":
             tensor = op[1][0]
         elif kind == "dx":
@@ -113,13 +116,13 @@ class NativeBackwardWriter:
             return ("slot", key)
         return self.operand(key)
 
-    def terms(self, terms) -> list[tuple[Operand, Operand | None, int]]:
+    def terms(self, terms) -> list[tuple[Operand, Coef | None, int]]:
         out = []
         for var, coef in terms:
             constant = coef.constant
-            out.append((self.operand(var), None if constant is not None else ("coef", coef),
-                        1 if constant is None else constant))
+            out.append((self.operand(var), None if constant is not None else coef, 1 if constant is None else constant))
         return out
+
 
     # ------------------------------------------------------------ the loop
     def write(self) -> str:
@@ -164,14 +167,17 @@ class NativeBackwardWriter:
             return
         statements, self.pending = self.pending, []
         operands: list[Operand] = []
+        slope = False
         for _, target, terms in statements:
-            for op in (target, *(o for term in terms for o in term[:2] if o is not None)):
+            for op in (target, *_reads(terms, self.w.cell)):
                 if op not in operands:
                     operands.append(op)
+            slope = slope or any(kind == "hard_sigmoid" and self.w.cell[node].attr("slope") is None
+                                 for _, coef, _ in terms if coef for factors, _ in coef.terms for kind, node in factors)
         index = self.first + len(self.stages)
         name = f"b{index}"
         self.stages.append(Stage(name, (), (), (), False))
-        self.texts.append(_stage_source(name, statements, operands, [self.scalar(o) for o in operands]))
+        self.texts.append(_stage_source(name, statements, operands, [self.scalar(o) for o in operands], self.w.cell))
         entries = []
         for op in operands:  # (address at t = 0, bytes per step, row stride): the stage computes its addresses
             base, step, stride = self._setup_once(op)
@@ -180,14 +186,16 @@ class NativeBackwardWriter:
             entries += [base, step or "0", stride]
         self.prelude.append(f"tb{index} = torch.tensor([{', '.join(entries)}], dtype=torch.int64)")
         self.prelude.append(f"tp{index} = tb{index}.data_ptr()")
-        self.lines.append(f"K[{index}](B, n, 0.0, t, tp{index})")
+        self.lines.append(f"K[{index}](B, n, {'float(self.slope)' if slope else '0.0'}, t, tp{index})")
 
     def prologue(self) -> list[str]:
-        """The torch prologue less what only its loop reads (per-step views of coefficients and columns)."""
+        """The torch prologue less what only its loop reads (coefficients, and per-step views of them and of
+        columns): the stages compute each coefficient from the recorded values where they use it."""
         keep = []
         for key, line in zip(self.w.prologue_keys, self.w.prologue):
             kind = key[0] if isinstance(key, tuple) else key
-            if kind in ("coef steps", "stacked", "stacked slot") or (kind in ("slot", "dx steps") and key not in self.views):
+            if kind in (*FACTORS, "coef steps", "stacked", "stacked slot") or (
+                    kind in ("slot", "dx steps") and key not in self.views):
                 continue
             keep.append(f"    {line}")
         return keep
@@ -214,22 +222,45 @@ class NativeBackwardWriter:
         ]) + "\n"
 
 
-def _stage_source(name: str, statements: list[Statement], operands: list[Operand], scalar: list[bool]) -> str:
+def _stage_source(name: str, statements: list[Statement], operands: list[Operand], scalar: list[bool],
+                  cell) -> str:
     """C of one backward stage: per batch row, one loop over units per statement."""
     index = {op: k for k, op in enumerate(operands)}
 
     def at(op: Operand) -> str:
         return f"a{index[op]}[{'0' if scalar[index[op]] else 'j'}]"
 
+    def factor(kind: str, node: str) -> str:
+        """A local derivative, rounded as the torch prologue (:meth:`_BackwardWriter.factor`) rounds it."""
+        v = at(("value", cell[node].inputs[0] if kind == "hard_sigmoid" else node))
+        if kind == "value":
+            return v
+        if kind == "tanh":
+            return f"((real)1 - {v} * {v})"
+        if kind == "sigmoid":
+            return f"({v} * ((real)1 - {v}))"
+        if kind == "relu":
+            return f"({v} > (real)0 ? (real)1 : (real)0)"
+        slope = cell[node].attr("slope")
+        s = "(real)slope" if slope is None else f"(real){float(slope)!r}"
+        pre = f"(({v} * {s} + (real)1) * (real)0.5)"
+        return f"(({pre} >= (real)0 && {pre} <= (real)1 ? (real)1 : (real)0) * (real)0.5 * {s})"
+
+    def coefficient(coef: Coef) -> str:
+        sums = []
+        for factors, multiple in coef.terms:
+            product = " * ".join([factor(kind, node) for kind, node in factors] or ["(real)1"])
+            sums.append(product if multiple == 1 else f"(real){multiple} * {product}")
+        return "(" + " + ".join(sums).replace("+ (real)-1 * ", "- ") + ")"
+
     body = []
     for kind, target, terms in statements:
         parts = []
         for var, coef, multiple in terms:
-            product = at(var) if coef is None else f"{at(var)} * {at(coef)}"
+            product = at(var) if coef is None else f"{at(var)} * {coefficient(coef)}"
             parts.append(product if multiple == 1 else f"(real){multiple} * {product}")
         total = " + ".join(parts) or "(real)0"
-        wide = not scalar[index[target]] if kind != "reduce" else any(
-            not scalar[index[o]] for term in terms for o in term[:2] if o is not None)
+        wide = not scalar[index[target]] if kind != "reduce" else any(not scalar[index[o]] for o in _reads(terms, cell))
         extent = "n" if wide else "1"
         if kind == "reduce":
             body += ["    { real acc = 0;", "    _Pragma(\"omp simd reduction(+:acc)\")",
@@ -244,3 +275,14 @@ def _stage_source(name: str, statements: list[Statement], operands: list[Operand
     return "\n".join([f"void {name}_SUFFIX(int64_t B, int64_t n, double slope, int64_t t, const int64_t *tab) {{",
                       "  (void)slope;", *starts, "  for (int64_t b = 0; b < B; b++) {", *rows, *body, "  }", "}"]) + "\n"
 
+
+
+def _reads(terms: list[tuple[Operand, Coef | None, int]], cell) -> list[Operand]:
+    """What a statement's terms read: their variables, and the values their coefficients are computed from."""
+    out = []
+    for var, coef, _ in terms:
+        out.append(var)
+        for factors, _ in coef.terms if coef else ():
+            for kind, node in factors:
+                out.append(("value", cell[node].inputs[0] if kind == "hard_sigmoid" else node))
+    return out
