@@ -18,23 +18,31 @@ scale's ``max_epochs``) of the scale's length: ``settings/min = K * 60 / (second
 Learning rates are drawn from {0.1, 0.2, 0.3, 0.5, 1.0} so that no setting
 diverges (a diverged slice would leave the batch early and flatter or hurt one
 side). On a shared machine the numbers are noisy. On CUDA, time is taken after
-``torch.cuda.synchronize()``.
+``torch.cuda.synchronize()``. Each run appends a measurement (rows, conditions, whether native elementwise
+stages ran) to ``--json`` (default ``benchmarks/results/batched.json``), which ``experiments/render.py``
+shows in the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import archsearch
+from archsearch.compiler import _native
 from archsearch.tasks import get_task
 from archsearch.train import HyperParams, scale_config, train_batched, train_model
 
 # ---------------------------------------------------------------- config
 BUDGET = 250_000
+RESULTS = Path(__file__).resolve().parent / "results" / "batched.json"
 
 
 def settings(k: int, seed: int = 0) -> list[HyperParams]:
@@ -78,6 +86,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, help="windows per timed epoch (default: the scale's)")
     parser.add_argument("--full-epochs", type=int, help="epochs of the run settings/min refers to (default: the scale's)")
     parser.add_argument("--sequential", type=int, default=3, help="settings timed one by one (their mean is used)")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"append the measurement here (default {RESULTS})")
+    parser.add_argument("--note", default="", help="what the measurement is of, shown beside it")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device on this machine")
@@ -98,6 +108,12 @@ def main() -> None:
     print("| cell | threads | units | sequential settings/min | K | batched settings/min | gain |")
     print("|---|---|---|---|---|---|---|")
     timed_windows = windows * args.epochs
+    rows = []
+    measurement = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   "torch": torch.__version__, "device": where, "scale": args.scale, "budget": BUDGET,
+                   "param_scale": config.param_scale, "timed_windows": timed_windows, "full_windows": full_windows,
+                   "full_epochs": args.full_epochs, "native": _native.describe() if where == "CPU" else "off (CUDA)",
+                   "load_average_before": os.getloadavg()[0], "note": args.note, "rows": rows}
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.cells:
@@ -117,6 +133,14 @@ def main() -> None:
                 assert not any(r.diverged for r in results), "a benchmark setting diverged"
                 print(f"| {name} | {threads} | {result.units} | {seq:.1f} | {k} | {rate:.1f} | {rate / seq:.2f}x |",
                       flush=True)
+                rows.append({"cell": name, "threads": threads, "units": result.units, "sequential_per_minute": seq,
+                             "k": k, "batched_per_minute": rate})
+    measurement["load_average_after"] = os.getloadavg()[0]
+    document = json.loads(args.json.read_text()) if args.json.exists() else {"benchmark": "batched", "measurements": []}
+    document["measurements"].append(measurement)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"appended to {args.json}")
 
 
 if __name__ == "__main__":

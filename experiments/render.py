@@ -406,6 +406,24 @@ def quick_search_ab_section(path: Path) -> str:
     return "\n".join(out)
 
 
+def batched_section(path: Path) -> str:
+    """``benchmarks/batched.py``: settings per minute trained one by one and as K batched slices."""
+    if not path.exists():
+        return "_No batched-training measurement yet (`python benchmarks/batched.py --threads 1`)._"
+    out = []
+    for m in json.loads(path.read_text())["measurements"][-2:]:  # the newest two: a change and what it replaced
+        out += [f"**{m['date'][:16].replace('T', ' ')} UTC**, {m['device']}, native elementwise stages {m['native']}, "
+                f"load average {m['load_average_before']:.1f} → {m['load_average_after']:.1f}, torch {m['torch']}"
+                + (f": {m['note']}" if m["note"] else "") + ".", "",
+                "| cell | threads | units | sequential settings/min | K | batched settings/min | gain |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['cell']} | {r['threads']} | {r['units']} | {r['sequential_per_minute']:.1f} | {r['k']} | "
+                f"{r['batched_per_minute']:.1f} | {r['batched_per_minute'] / r['sequential_per_minute']:.2f}x |"
+                for r in m["rows"]]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 BENCHMARKS = HERE.parent / "benchmarks" / "results"
 SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "table1": lambda r, b: table1_section(_load(r, "table1")),
@@ -415,6 +433,7 @@ SECTIONS = {"soak": lambda r, b: soak_section(_read_all(b, "soak*.json")),
             "memorize_filter": lambda r, b: memorize_filter_section(b / "memorize_filter.json"),
             "window_function": lambda r, b: window_function_section(b / "lstm_window_function.json"),
             "quick_search_ab": lambda r, b: quick_search_ab_section(b / "quick_search_ab.json"),
+            "batched": lambda r, b: batched_section(b / "batched.json"),
             "memoryless": lambda r, b: memoryless_section(r / "memoryless.json"),
             "quick_run": lambda r, b: quick_run_section(r / "quick_run.json"),
             "evolution": lambda r, b: evolution_section(_read_all(r, "evolution_vs_random_*.json")),

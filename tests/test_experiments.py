@@ -154,8 +154,15 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
          "evaluations_per_minute": {"autograd": 2.5, "generated": 3.0}},
         {"date": "2026-12-03T16:30:00+00:00", "minutes": 4, "load_average_before": 0.3, "runs": native,
          "modes": ["autograd", "native"], "evaluations_per_minute": {"autograd": 2.5, "native": 3.75}}]}))
+    batched = [{"date": f"2026-12-0{day}T18:00:00+00:00", "torch": "2.x", "device": "CPU", "native": state,
+                "load_average_before": 1.0, "load_average_after": 2.0, "note": note,
+                "rows": [{"cell": "lstm", "threads": 1, "units": 50, "sequential_per_minute": 2.0, "k": 5,
+                          "batched_per_minute": rate}]}
+               for day, state, note, rate in ((1, "on", "", 3.0), (2, "off (x)", "old", 4.0), (3, "on", "new", 5.0))]
+    (bench / "batched.json").write_text(json.dumps({"measurements": batched}))
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- experiments:quick_search_ab -->\n<!-- /experiments:quick_search_ab -->\n"
+    readme.write_text("<!-- experiments:batched -->\n<!-- /experiments:batched -->\n"
+                      "<!-- experiments:quick_search_ab -->\n<!-- /experiments:quick_search_ab -->\n"
                       "<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n"
                       "<!-- experiments:memorize_filter -->\n<!-- /experiments:memorize_filter -->\n"
                       "<!-- experiments:window_function -->\n<!-- /experiments:window_function -->\n")
@@ -169,8 +176,13 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
     assert "| 2026-12-03 10:05 | 64 | 1.5 | 4.00 | 8.00 | 8.00 | 6.00 | 1.00 | 0.75 | 1.50 | 3e-14 |" in text
     assert "| 2026-12-03 12:30 | 4 | 0.2 | autograd → generated | 10 / 4.0 | 12 / 4.0 | 2.50 | 3.00 | 1.20x |" in text
     assert "| 2026-12-03 16:30 | 4 | 0.3 | autograd → native | 10 / 4.0 | 15 / 4.0 | 2.50 | 3.75 | 1.50x |" in text
+    assert "2026-12-01" not in text  # the newest two measurements only
+    assert ("**2026-12-02 18:00 UTC**, CPU, native elementwise stages off (x), load average 1.0 → 2.0, torch 2.x: "
+            "old.") in text
+    assert "| lstm | 1 | 50 | 2.0 | 5 | 4.0 | 2.00x |" in text and "| lstm | 1 | 50 | 2.0 | 5 | 5.0 | 2.50x |" in text
     _render(readme, tmp_path / "empty", tmp_path / "empty")
     assert "No cell-speed run yet" in readme.read_text() and "No filter benchmark yet" in readme.read_text()
+    assert "No batched-training measurement yet" in readme.read_text()
     assert "No window-function run yet" in readme.read_text() and "No paired quick-search run" in readme.read_text()
 
 

@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 
 import archsearch
 from archsearch.compiler import _native, compile_cell
+from archsearch.compiler._batched import BatchedCellStack
 from archsearch.compiler._module import cached_plan
 from archsearch.compiler._native import NativeSteps
+from archsearch.compiler._runtime import bind_native
 from archsearch.ir import parse_cell
 from test_window_backward import EDGE_CELLS, _mutated
 
@@ -75,16 +77,45 @@ def assert_native_equals_torch(cell, dtype=torch.float64, hidden: int = 7, steps
                 _close(got, expected, dtype)
 
 
+SLOPES = (0.5, 1.0, 3.0)  # one per slice: a batched stage reads its row's
+
+
+def _batched_layer(cell, hidden: int, dtype: torch.dtype):
+    stacks = [compile_cell(cell, hidden, hidden, seed=i, dtype=dtype) for i in range(len(SLOPES))]
+    layer = BatchedCellStack.from_stacks(stacks).layers[0]
+    if hasattr(layer, "slope"):
+        layer.slope.copy_(torch.tensor(SLOPES, dtype=dtype).view(-1, 1, 1))
+    return layer
+
+
+def assert_batched_native_equals_torch(cell, dtype=torch.float64, hidden: int = 5, steps: int = 4, batch: int = 2):
+    """K slices (different weights and slopes) through the batched native window against the batched torch step."""
+    layer = _batched_layer(cell, hidden, dtype)
+    k = len(SLOPES)
+    g = torch.Generator().manual_seed(4)
+    xs = torch.randn(k, steps, batch, hidden, dtype=dtype, generator=g)
+    state = tuple(torch.randn(k, batch, w, dtype=dtype, generator=g) for w in layer.state_widths)
+    with torch.no_grad():
+        xp = layer.input_projections(xs)
+        want = _torch_window(layer, xs.movedim(1, 0), xp.movedim(1, 0), state)
+        for record in (True, False):
+            ys, final, seen, values, _ = bind_native(layer._generated_window.native, record, xs, xp, state, 1)(layer)
+            for got, expected in zip([ys, *final, *seen, *values], [want[0], *want[1], *want[2], *want[3]]):
+                _close(got, expected, dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", archsearch.seeds())
 def test_every_seed(name, dtype):
     assert_native_equals_torch(archsearch.seed(name), dtype)
+    assert_batched_native_equals_torch(archsearch.seed(name), dtype)
 
 
 @given(seed_name=st.sampled_from(sorted(archsearch.seeds())), rng=st.integers(0, 2**32 - 1), chain=st.integers(1, 4))
 @settings(max_examples=40, deadline=None, derandomize=True)
 def test_mutated_cells(seed_name, rng, chain):
     assert_native_equals_torch(_mutated(seed_name, rng, chain))
+    assert_batched_native_equals_torch(_mutated(seed_name, rng, chain))
 
 
 @pytest.mark.parametrize("name", EDGE_CELLS)
@@ -95,7 +126,8 @@ def test_edge_cells(name):
 def _gradients(model, x):
     y, state = model(x)
     model.zero_grad(set_to_none=True)
-    (y.square().sum() + sum(s.sum() for s in state)).backward()
+    states = [state] if isinstance(state, tuple) else state  # a batched stack: one state tuple per layer
+    (y.square().sum() + sum(s.sum() for layer in states for s in layer)).backward()
     return y.detach(), [p.grad for p in model.parameters()]
 
 
@@ -128,6 +160,29 @@ def test_a_compiled_module_runs_native_stages_where_it_can(monkeypatch, name):
     assert calls == [False, True, "backward"]  # nothing native ran with native stages off
     torch.testing.assert_close(y_eval, y_torch, rtol=0, atol=1e-13)
     torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-13)
+    for got, want in zip(grads_native, grads_torch, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * max(1.0, float(want.abs().max())))
+
+
+@pytest.mark.parametrize("name", ["gru", "hm-lstm"])
+def test_batched_slices_train_through_native_stages(monkeypatch, name):
+    """Batched training runs the native record window and the native backward (per-slice hard-sigmoid slopes);
+    outputs and gradients agree with native stages off (autograd through the batched step)."""
+    calls = []
+    bind = NativeSteps.bind
+    monkeypatch.setattr(NativeSteps, "bind", lambda self, record, *a: calls.append(record) or bind(self, record, *a))
+    stack = BatchedCellStack.from_stacks([compile_cell(archsearch.seed(name), 4, 6, seed=i, dtype=torch.float64)
+                                          for i in range(len(SLOPES))])
+    stack.set_slope(torch.tensor(SLOPES, dtype=torch.float64))
+    x = torch.randn(len(SLOPES), 5, 2, 4, dtype=torch.float64)
+    y_native, grads_native = _gradients(stack, x)
+    with torch.no_grad():
+        y_eval = stack(x)[0]
+    assert calls == [True, False]
+    monkeypatch.setattr(_native, "ENABLED", False)
+    y_torch, grads_torch = _gradients(stack, x)
+    torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-13)
+    torch.testing.assert_close(y_eval, y_torch, rtol=0, atol=1e-13)
     for got, want in zip(grads_native, grads_torch, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * max(1.0, float(want.abs().max())))
 
@@ -199,3 +254,16 @@ def test_in_place_ops_on_the_outputs_do_not_change_the_gradients():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+def test_a_module_that_ran_native_stages_can_be_deep_copied():
+    """copy.deepcopy (the batched trainer copies its model to drop diverged slices) shares the compiled stages."""
+    import copy
+
+    model = compile_cell(archsearch.seed("gru"), 4, 5, seed=0, dtype=torch.float64)
+    x = torch.randn(6, 2, 4, dtype=torch.float64)
+    y, _ = model(x)
+    twin = copy.deepcopy(model)
+    assert twin.layers[0]._native is model.layers[0]._native
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x)[0], y.detach(), rtol=0, atol=0)

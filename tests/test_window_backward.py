@@ -193,9 +193,21 @@ def test_the_generated_backward_can_be_turned_off_per_module_and_per_process():
         assert (out.strip() == "GeneratedWindowBackward") == generated, out
 
 
-def test_batched_slices_train_through_autograd_unless_asked():
+def test_batched_slices_train_through_the_generated_window_where_native_stages_run(monkeypatch):
+    """By default batched slices use the generated window only with native stages (with torch ops autograd on the
+    step is faster for them); True / False force it on / off."""
+    from archsearch.compiler import _native
+
     stack = BatchedCellStack.from_stacks([compile_cell(archsearch.seed("gru"), 4, 4, seed=i) for i in range(2)])
     x = torch.randn(2, 3, 2, 4)
-    assert type(stack(x)[0].grad_fn).__name__ != "GeneratedWindowBackward"
+    generated = lambda: type(stack(x)[0].grad_fn).__name__ == "GeneratedWindowBackward"  # noqa: E731
+    assert generated() == _native.available()
+    monkeypatch.setattr(_native, "ENABLED", False)
+    assert not generated()
     stack.use_generated_backward(True)
-    assert type(stack(x)[0].grad_fn).__name__ == "GeneratedWindowBackward"
+    assert generated()
+    monkeypatch.setattr(_native, "ENABLED", True)
+    stack.use_generated_backward(False)
+    assert not generated()
+    stack.use_generated_backward(None)
+    assert generated() == _native.available()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archsearch.compiler import _native
 from archsearch.compiler._codegen import Plan
 from archsearch.compiler._module import CellStack, _exec_code, cached_plan
 from archsearch.compiler._runtime import blinear, deferred_groups, run_window, units, x_projection_bias
@@ -45,15 +46,26 @@ class BatchedCell(nn.Module):
             self.register_buffer("slope", torch.ones(k, 1, 1))  # broadcasts against (K, B, 1)
         self.code = self.plan.source
         self._step, self._generated_window = _exec_code(self.plan, f"{cell.name}-batched")
-        # autograd through the step by default: with K slices each op's dispatch is already shared by K models, and
-        # the generated backward's passes over whole windows cost more than it saves (measured: tiny's separation
-        # command, K=3, 315 s against 268 s); use_generated_backward(True) turns it on
+        # By default the generated window backward trains only where its native stages run (archsearch.compiler.
+        # _native), else autograd through the step: with torch ops, whose dispatch K slices already share, its
+        # passes over whole windows cost more than they save (measured: tiny's separation command, K=3, 315 s
+        # against 268 s). use_generated_backward(True / False) always / never uses it.
+        self._auto_window = True  # None, the default of use_generated_backward
         self._window = None
         self._deferred = deferred_groups(self.plan.layout, hidden_size)
 
-    def use_generated_backward(self, enabled: bool = True) -> None:
-        """Train through the cell's generated window backward, or (False, the default) autograd on the step."""
+    def use_generated_backward(self, enabled: bool | None = True) -> None:
+        """Train through the cell's generated window backward (True), autograd on the step (False), or (None, the
+        default) the generated backward where its native stages run."""
+        self._auto_window = enabled is None
         self._window = self._generated_window if enabled else None
+
+    def _training_window(self, xp: torch.Tensor):
+        """The generated window training uses for ``xp``, or None (autograd through the step)."""
+        if not self._auto_window:
+            return self._window
+        native = self._generated_window.native is not None and xp.device.type == "cpu" and _native.available()
+        return self._generated_window if native else None
 
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
         return tuple(torch.zeros(self.k, batch, w, device=device, dtype=dtype) for w in self.state_widths)
@@ -80,7 +92,8 @@ class BatchedCell(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[2], x.device, x.dtype)
         xp = self.input_projections(x)  # (K, T, B, P)
-        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=1, window=self._window)  # (K, T, B, H)
+        return run_window(self, self._step, x, xp, state, self._deferred, time_dim=1, window=self._training_window(xp),
+                          native=self._generated_window.native)  # (K, T, B, H)
 
 
 class BatchedCellStack(nn.Module):
@@ -113,8 +126,8 @@ class BatchedCellStack(nn.Module):
                 tensor.copy_(torch.stack(parts))
         return batched
 
-    def use_generated_backward(self, enabled: bool = True) -> None:
-        """See :meth:`BatchedCell.use_generated_backward` (off by default for batched slices)."""
+    def use_generated_backward(self, enabled: bool | None = True) -> None:
+        """See :meth:`BatchedCell.use_generated_backward` (by default on where native stages run)."""
         for layer in self.layers:
             layer.use_generated_backward(enabled)
 

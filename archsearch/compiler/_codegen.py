@@ -61,7 +61,7 @@ class Plan:
     layout: Layout | None = None  # the same, size-free, for the runtime (archsearch.compiler._runtime)
     window: WindowCode | None = None  # the generated backward of a window (size-free, as the step)
     record_source: str = ""  # step_record: the step, also returning the values the window's backward reads
-    native: "NativeCode | None" = None  # unbatched: the step and step_record with native elementwise stages
+    native: "NativeCode | None" = None  # the window, recording window and backward with native elementwise stages
 
 
 @dataclass(frozen=True)
@@ -150,21 +150,20 @@ def plan_cell(cell: Cell, hidden_size: int, batched: bool = False) -> Plan:
     source = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused).write(order)
     recorder = _StepWriter(cell, group_list, sym, pairs, users, sym_folded, batched, fused)
     record_source = recorder.write(order, record=window.record)
-    native = None if batched else _native_code(cell, group_list, sym, pairs, users, sym_folded, order, window.record,
-                                               backward)
+    native = _native_code(cell, group_list, sym, pairs, users, sym_folded, order, window.record, backward, batched)
     return Plan(group_list, offsets, source, states, uses_slope, folded, batched, layout, window, record_source, native)
 
 
 def _native_code(cell: Cell, groups, sym, pairs, users, folded, order: list[str], record: tuple[str, ...],
-                 backward) -> NativeCode:
+                 backward, batched: bool) -> NativeCode:
     """The window's loop with its elementwise runs as native stages (see archsearch.compiler._native), without
     and with the values the generated backward reads, and the generated backward's loop likewise."""
     from archsearch.compiler._native_backward import NativeBackwardWriter
     from archsearch.compiler._native_window import NativeWindowWriter
 
-    forward = NativeWindowWriter(cell, groups, sym, pairs, users, folded, "s", 0)
+    forward = NativeWindowWriter(cell, groups, sym, pairs, users, folded, batched, "s", 0)
     plain = forward.write_window("window_native", order, ())
-    recorder = NativeWindowWriter(cell, groups, sym, pairs, users, folded, "r", len(forward.stages))
+    recorder = NativeWindowWriter(cell, groups, sym, pairs, users, folded, batched, "r", len(forward.stages))
     recorded = recorder.write_window("window_record_native", order, record)
     reverse = NativeBackwardWriter(backward, len(forward.stages) + len(recorder.stages))
     backward_source = reverse.write()

@@ -62,7 +62,7 @@ class Stage:
     nodes: tuple[str, ...]
     inputs: tuple[str, ...]  # values read from outside the stage (tensors of shape (B, width))
     outputs: tuple[str, ...]  # stage nodes written to the buffer, in column order
-    uses_slope: bool  # reads the module's annealed hard-sigmoid slope (a double argument)
+    uses_slope: bool  # reads the module's annealed hard-sigmoid slope (per slice: see stage_head)
 
 
 def _expr(cell: Cell, node: str, ref: Callable[[str], str]) -> str:
@@ -82,7 +82,7 @@ def _expr(cell: Cell, node: str, ref: Callable[[str], str]) -> str:
         return args[0]
     if op is Op.HARD_SIGMOID:
         slope = n.attr("slope")
-        s = "(real)slope" if slope is None else f"(real){float(slope)!r}"
+        s = "sl" if slope is None else f"(real){float(slope)!r}"
         return f"hard_sigmoid(({args[0]} * {s} + (real)1) * (real)0.5)"
     if op is Op.STEP:  # the forward value of v + ((v > 0.5) - v).detach(), rounded as torch rounds it
         return f"({args[0]} + (({args[0]} > (real)0.5 ? (real)1 : (real)0) - {args[0]}))"
@@ -102,8 +102,6 @@ def stage_source(cell: Cell, stage: Stage) -> str:
         return local[name] if name in local else f"a{stage.inputs.index(name)}[{'0' if scalar[name] else 'j'}]"
 
     count = len(stage.inputs) + len(stage.outputs)
-    starts = [f"  real *i{k} = (real *)(intptr_t)(tab[{3 * k}] + t * tab[{3 * k + 1}]); int64_t s{k} = tab[{3 * k + 2}];"
-              for k in range(count)]
     rows = [f"    const real *a{k} = i{k} + b * s{k};" for k in range(len(stage.inputs))]
     rows += [f"    real *w{k} = i{len(stage.inputs) + k} + b * s{len(stage.inputs) + k};" for k in range(len(stage.outputs))]
     per_row, per_unit = [], []
@@ -115,6 +113,7 @@ def stage_source(cell: Cell, stage: Stage) -> str:
     body = [
         "  for (int64_t b = 0; b < B; b++) {",
         *rows,
+        *([SLOPE] if stage.uses_slope else []),
         *(f"    {line}" for line in per_row),
         "    _Pragma(\"omp simd\")",
         "    for (int64_t j = 0; j < n; j++) {",
@@ -122,9 +121,27 @@ def stage_source(cell: Cell, stage: Stage) -> str:
         "    }",
         "  }",
     ]
-    text = [f"void {stage.name}_SUFFIX(int64_t B, int64_t n, double slope, int64_t t, const int64_t *tab) {{",
-            "  (void)slope;", *starts, *body, "}"]
-    return "\n".join(text) + "\n"
+    return "\n".join([*stage_head(stage.name, count), *body, "}"]) + "\n"
+
+
+SLOPE = "    const real sl = (real)slope[b / per];"  # the hard-sigmoid slope of row b's slice
+
+
+def slope_lines(rows: str, table: str, pointer: str, per: str) -> list[str]:
+    """Python lines that set up a stage call's ``slope, per`` (``pointer, per``) from the module's slope (one per
+    slice) for ``rows`` rows; ``table`` keeps the doubles alive for the window."""
+    return [f"{table} = self.slope.detach().to(torch.float64).reshape(-1)",
+            f"{pointer}, {per} = {table}.data_ptr(), {rows} // {table}.numel()"]
+
+
+def stage_head(name: str, count: int) -> list[str]:
+    """A stage function's signature and its operands' rows at step t. Rows: B (slices x batch), contiguous in
+    each operand (row stride ``s{k}``); ``slope``: one per slice, ``per`` rows each (NULL where unused); ``tab``:
+    per operand (address at t = 0, bytes per step, row stride)."""
+    return [f"void {name}_SUFFIX(int64_t B, int64_t n, const double *slope, int64_t per, int64_t t, const int64_t *tab) {{",
+            "  (void)slope; (void)per;",
+            *(f"  real *i{k} = (real *)(intptr_t)(tab[{3 * k}] + t * tab[{3 * k + 1}]); int64_t s{k} = tab[{3 * k + 2}];"
+              for k in range(count))]
 
 
 def library_source(stage_texts: list[str]) -> str:
@@ -214,7 +231,7 @@ def _run_probe() -> str:
             x = torch.linspace(-3, 3, 2 * 67, dtype=dtype).reshape(2, 67)
             out = torch.empty_like(h)
             table = torch.tensor([[t.data_ptr(), 0, 67] for t in (h, x, out)], dtype=torch.int64)
-            kernels.get(dtype)[0](2, 67, 0.0, 0, table.data_ptr())
+            kernels.get(dtype)[0](2, 67, 0, 1, 0, table.data_ptr())
             if not torch.allclose(out, torch.tanh(h + x) + torch.sigmoid(h), rtol=tol, atol=tol):
                 return "a probe kernel disagrees with torch"
         symbols = subprocess.run(["nm", "-D", kernels.path], capture_output=True, text=True).stdout if shutil.which("nm") else "_ZGV"
@@ -241,7 +258,7 @@ class NativeKernels:
             for stage in self.stages:
                 f = getattr(self._library, f"{stage.name}_{name}")
                 f.restype = None
-                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
+                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
                 functions.append(f)
             self._by_dtype[dtype] = tuple(functions)
         return self._by_dtype[dtype]
@@ -259,16 +276,18 @@ class NativeSteps:
         self._kernels: NativeKernels | None = None
         self._failed = False
 
+    def __deepcopy__(self, memo: dict) -> "NativeSteps":
+        return self  # code and compiled kernels, shared by every copy of a module (ctypes pointers cannot be copied)
+
     def bind(self, record: bool, xs: torch.Tensor, xp: torch.Tensor, state: tuple[torch.Tensor, ...]) -> Callable | None:
         """The window function (``record``: also recording for the backward) for these tensors, or None where the
-        stages cannot read them (not CPU float32/64 of one dtype, time-major, rows contiguous) or cannot run here."""
-        if self._failed or not ENABLED or xp.device.type != "cpu" or xp.dtype not in DTYPES or xp.dim() != 3:
+        stages cannot read them (not CPU float32/64 of one dtype, not time first with each step's rows, over slices
+        and batch, evenly spaced) or cannot run here."""
+        if self._failed or not ENABLED or xp.device.type != "cpu" or xp.dtype not in DTYPES or xp.dim() not in (3, 4):
             return None
-        if xp.stride(-1) != 1:
+        if not _even_rows(xp) or any(s.dtype != xp.dtype or s.device != xp.device for s in state):
             return None
-        if any(s.dtype != xp.dtype or s.device != xp.device for s in state):
-            return None
-        if self.raw_x and (xs.dtype != xp.dtype or xs.stride(-1) != 1):
+        if self.raw_x and (xs.dtype != xp.dtype or xs.dim() != xp.dim() or not _even_rows(xs)):
             return None
         if not available():
             return None
@@ -280,3 +299,12 @@ class NativeSteps:
                 log.warning("a cell's native stages did not compile; it runs on torch ops: %s", error)
                 return None
         return functools.partial(self.record if record else self.step, K=self._kernels.get(xp.dtype))
+
+
+def _even_rows(tensor: torch.Tensor) -> bool:
+    """Each step's rows (over the dimensions between time and units) are evenly spaced, units contiguous (or
+    no units: nothing reads them)."""
+    if tensor.numel() == 0:
+        return True
+    dims = range(1, tensor.dim() - 2)
+    return tensor.stride(-1) == 1 and all(tensor.stride(d) == tensor.stride(d + 1) * tensor.shape[d + 1] for d in dims)

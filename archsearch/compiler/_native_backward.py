@@ -19,7 +19,7 @@ loop's other variables are scratch rows reused at every step.
 from __future__ import annotations
 
 from archsearch.compiler._backward import Coef, _BackwardWriter, size_code_n
-from archsearch.compiler._native import Stage
+from archsearch.compiler._native import SLOPE, Stage, slope_lines, stage_head
 from archsearch.ir import SCALAR
 
 Operand = tuple  # ("var", name) | ("value", node) | ("slot", Location) | ("dx",) | ("adjoint", k, row offset)
@@ -43,6 +43,7 @@ class NativeBackwardWriter:
                            if op[0] == "state" and any(o[0] == "lin" and o[1] == op[2] for o in writer.ops)}
         self.pending: list[Statement] = []
         self.views: set[object] = set()  # prologue keys of per-step views the native loop reads
+        self.slope_used = False  # a stage reads the hard-sigmoid slope
 
     # ------------------------------------------------------------ operands
     def operand(self, var: str) -> Operand:
@@ -77,8 +78,8 @@ class NativeBackwardWriter:
         if kind == "var" and op[1] == "dyp[t]":
             tensor = "dyp_all"
         elif kind == "var":  # a scratch row, the same at every step
-            self.prelude.append(f"ns{k} = dys.new_empty(B, {size_code_n(self.w.var_size[op[1]])})")
-            self.prelude.append(f"{base}, {stride} = ns{k}.data_ptr(), ns{k}.stride(0)")
+            self.prelude.append(f"ns{k} = dys.new_empty(*L, {size_code_n(self.w.var_size[op[1]])})")
+            self.prelude.append(f"{base}, {stride} = ns{k}.data_ptr(), ns{k}.stride(-2)")
             return base, "", stride
         elif kind == "value":  # a recorded value, a state read or the input, time first
             tensor = self.w.value(op[1])
@@ -88,7 +89,7 @@ class NativeBackwardWriter:
             tensor = "dxb"
         else:
             tensor = f"D{op[1]}"
-        self.prelude.append(f"{base}, {step}, {stride} = {tensor}.data_ptr(), {tensor}.stride(0) * E, {tensor}.stride(1)")
+        self.prelude.append(f"{base}, {step}, {stride} = {tensor}.data_ptr(), {tensor}.stride(0) * E, {tensor}.stride(-2)")
         if kind == "slot" and op[1][1] != (0, 0):
             self.prelude.append(f"{base} += ({size_code_n(op[1][1])}) * E")
         return base, step, stride
@@ -152,12 +153,13 @@ class NativeBackwardWriter:
         out = self.tensor(target)
         group, weight = self.w.group_at(mms[0])
         if seed is None:
-            self.lines.append(f"torch.mm({group}, {weight}, out={out})")
+            self.lines.append(f"torch.{'bmm' if self.w.batched else 'mm'}({group}, {weight}, out={out})")
         else:
-            self.lines.append(f"torch.addmm({self.tensor(self.operand(seed))}, {group}, {weight}, out={out})")
+            self.lines.append(f"torch.{'baddbmm' if self.w.batched else 'addmm'}({self.tensor(self.operand(seed))}, "
+                              f"{group}, {weight}, out={out})")
         for g in mms[1:]:
             group, weight = self.w.group_at(g)
-            self.lines.append(f"{out}.addmm_({group}, {weight})")
+            self.lines.append(f"{out}.{'baddbmm_' if self.w.batched else 'addmm_'}({group}, {weight})")
         if rest:
             self.pending.append(("accumulate", target, self.terms(rest)))
 
@@ -177,7 +179,9 @@ class NativeBackwardWriter:
         index = self.first + len(self.stages)
         name = f"b{index}"
         self.stages.append(Stage(name, (), (), (), False))
-        self.texts.append(_stage_source(name, statements, operands, [self.scalar(o) for o in operands], self.w.cell))
+        self.texts.append(_stage_source(name, statements, operands, [self.scalar(o) for o in operands], self.w.cell,
+                                        slope))
+        self.slope_used = self.slope_used or slope
         entries = []
         for op in operands:  # (address at t = 0, bytes per step, row stride): the stage computes its addresses
             base, step, stride = self._setup_once(op)
@@ -186,7 +190,7 @@ class NativeBackwardWriter:
             entries += [base, step or "0", stride]
         self.prelude.append(f"tb{index} = torch.tensor([{', '.join(entries)}], dtype=torch.int64)")
         self.prelude.append(f"tp{index} = tb{index}.data_ptr()")
-        self.lines.append(f"K[{index}](B, n, {'float(self.slope)' if slope else '0.0'}, t, tp{index})")
+        self.lines.append(f"K[{index}](B, n, {'slope_p, slope_per' if slope else '0, 1'}, t, tp{index})")
 
     def prologue(self) -> list[str]:
         """The torch prologue less what only its loop reads (coefficients, and per-step views of them and of
@@ -206,14 +210,16 @@ class NativeBackwardWriter:
         adjoints = []
         for k in self.states:
             width = size_code_n((0, 1) if self.w.widths[states[k]] == SCALAR else (1, 0))
-            adjoints += [f"    D{k} = dys.new_empty(T + 1, B, {width})", f"    D{k}[T].copy_(do{k})",
+            adjoints += [f"    D{k} = dys.new_empty(T + 1, *L, {width})", f"    D{k}[T].copy_(do{k})",
                          f"    D{k}_steps = D{k}.unbind(0)"]
         tail = (f"    return dxp, {'dxb' if self.w.uses_dx else 'None'}, ({''.join(f'D{k}[0], ' for k in self.states)}), "
                 f"({''.join(g + ', ' for g in self.w.grads)})")
         return "\n".join([
             "def window_backward_native(self, dys, douts, S, V, X, K):",
             *head,
-            "    B, E = dys.shape[1], dys.element_size()",
+            "    L, E = dys.shape[1:-1], dys.element_size()  # rows: ([slices,] batch)",
+            "    B = L.numel()",
+            *(f"    {line}" for line in (slope_lines("B", "slope_d", "slope_p", "slope_per") if self.slope_used else [])),
             *adjoints,
             *(f"    {line}" for line in self.prelude),
             "    for t in range(T - 1, -1, -1):",
@@ -223,7 +229,7 @@ class NativeBackwardWriter:
 
 
 def _stage_source(name: str, statements: list[Statement], operands: list[Operand], scalar: list[bool],
-                  cell) -> str:
+                  cell, slope: bool) -> str:
     """C of one backward stage: per batch row, one loop over units per statement."""
     index = {op: k for k, op in enumerate(operands)}
 
@@ -242,7 +248,7 @@ def _stage_source(name: str, statements: list[Statement], operands: list[Operand
         if kind == "relu":
             return f"({v} > (real)0 ? (real)1 : (real)0)"
         slope = cell[node].attr("slope")
-        s = "(real)slope" if slope is None else f"(real){float(slope)!r}"
+        s = "sl" if slope is None else f"(real){float(slope)!r}"
         pre = f"(({v} * {s} + (real)1) * (real)0.5)"
         return f"(({pre} >= (real)0 && {pre} <= (real)1 ? (real)1 : (real)0) * (real)0.5 * {s})"
 
@@ -269,12 +275,9 @@ def _stage_source(name: str, statements: list[Statement], operands: list[Operand
         else:
             value = f"{at(target)} + {total}" if kind == "accumulate" else total
             body += ["    _Pragma(\"omp simd\")", f"    for (int64_t j = 0; j < {extent}; j++) {at(target)} = {value};"]
-    starts = [f"  real *i{k} = (real *)(intptr_t)(tab[{3 * k}] + t * tab[{3 * k + 1}]); int64_t s{k} = tab[{3 * k + 2}];"
-              for k in range(len(operands))]
     rows = [f"    real *a{k} = i{k} + b * s{k};" for k in range(len(operands))]
-    return "\n".join([f"void {name}_SUFFIX(int64_t B, int64_t n, double slope, int64_t t, const int64_t *tab) {{",
-                      "  (void)slope;", *starts, "  for (int64_t b = 0; b < B; b++) {", *rows, *body, "  }", "}"]) + "\n"
-
+    return "\n".join([*stage_head(name, len(operands)), "  for (int64_t b = 0; b < B; b++) {", *rows,
+                      *([SLOPE] if slope else []), *body, "  }", "}"]) + "\n"
 
 
 def _reads(terms: list[tuple[Operand, Coef | None, int]], cell) -> list[Operand]:

@@ -5,13 +5,17 @@ call of a compiled stage. Every value has a *home*: a column block of a buffer a
 window, one row per step, so a stage finds every operand by arithmetic on a per-window table of
 (address at t = 0, bytes per step, row stride) and its call takes only ``t``:
 
-* a state's new value lands in that state's ``(T + 1, B, width)`` buffer (row 0 holds the initial
+* a state's new value lands in that state's ``(T + 1, [K,] B, width)`` buffer (row 0 holds the initial
   state), so the states read at each step, the outputs and the final state are views of it;
-* each projection writes its step's row of a ``(T, B, rows)`` buffer (``out=``), the input
+* each projection writes its step's row of a ``(T, [K,] B, rows)`` buffer (``out=``; batched slices, K of
+  them, through ``bmm``, each with its own weights), the input
   projections are the window's ``xp``; a linear is a column block there, and an add of an x-linear and
   a linear (``W x + U h``) is computed by the stage unless the projection folds it (``addmm``);
-* a value a later stage, a matmul or the generated backward reads has its own ``(T, B, width)``
+* a value a later stage, a matmul or the generated backward reads has its own ``(T, [K,] B, width)``
   buffer, which is what the backward gets (nothing is stacked).
+
+A stage's rows are all of a step's rows, over slices and batch (K x B): they are evenly spaced in every
+buffer. The hard-sigmoid slope is one per slice.
 
 Only values a matmul reads become tensors in the loop (views of their buffers).
 """
@@ -19,7 +23,7 @@ Only values a matmul reads become tensors in the loop (views of their buffers).
 from __future__ import annotations
 
 from archsearch.compiler._codegen import _StepWriter
-from archsearch.compiler._native import Stage, stage_source
+from archsearch.compiler._native import Stage, slope_lines, stage_source
 from archsearch.compiler._runtime import Size
 from archsearch.compiler._sizes import add_sizes, sum_sizes
 from archsearch.ir import SCALAR, Op
@@ -30,17 +34,18 @@ Home = tuple[str, int, Size]  # (buffer, row offset: 1 for a state's new value, 
 
 
 class NativeWindowWriter(_StepWriter):
-    """``window_native(self, xs, xp, state, K) -> (ys, final state, S, V)`` for one cell (unbatched)."""
+    """``window_native(self, xs, xp, state, K) -> (ys, final state, S, V)`` for one cell, time first: xs and xp
+    ``(T, [K,] B, .)``; batched, a stage's rows are the K slices' batch rows (its buffers are contiguous)."""
 
-    def __init__(self, cell, groups, offsets, pairs, users, folded, prefix: str, first: int):
-        super().__init__(cell, groups, offsets, pairs, users, folded, False)
+    def __init__(self, cell, groups, offsets, pairs, users, folded, batched: bool, prefix: str, first: int):
+        super().__init__(cell, groups, offsets, pairs, users, folded, batched)
         self.prefix, self.first = prefix, first  # stage names: prefix + index, indices from first
         self.stages: list[Stage] = []
         self.texts: list[str] = []
         self.taken |= {"x", "xp", "self"}
         self.xs, self.xp_all, self.state = self._fresh("xs"), self._fresh("xp_all"), self._fresh("state")
         self.kernels, self.t, self.steps = self._fresh("K"), self._fresh("t"), self._fresh("T")
-        self.batch, self.esize = self._fresh("B"), self._fresh("E")
+        self.batch, self.lead, self.esize = self._fresh("B"), self._fresh("L"), self._fresh("E")
         self.prelude: list[str] = []
         self.address: dict[str, tuple[str, str, str]] = {}  # buffer -> (base pointer, bytes per step, row stride)
         self.widths_of: dict[str, Size] = {}  # buffer -> its width
@@ -58,14 +63,14 @@ class NativeWindowWriter(_StepWriter):
 
     def _buffer(self, base: str, rows: str, size: Size) -> str:
         buffer = self._fresh(base)
-        self.prelude.append(f"{buffer} = {self.xp_all}.new_empty({rows}, {self.batch}, {self.size(size)})")
+        self.prelude.append(f"{buffer} = {self.xp_all}.new_empty({rows}, *{self.lead}, {self.size(size)})")
         self._addressed(buffer, size)
         return buffer
 
     def _addressed(self, tensor: str, size: Size) -> None:
         pointer, step, stride = self._fresh(f"p_{tensor}"), self._fresh(f"r_{tensor}"), self._fresh(f"w_{tensor}")
         self.prelude.append(f"{pointer}, {step}, {stride} = {tensor}.data_ptr(), {tensor}.stride(0) * {self.esize}, "
-                            f"{tensor}.stride(1)")
+                            f"{tensor}.stride(-2)")
         self.address[tensor] = (pointer, step, stride)
         self.widths_of[tensor] = size
 
@@ -105,8 +110,20 @@ class NativeWindowWriter(_StepWriter):
     def _param(self, name: str) -> str:
         return self._hoist(name, f"self.{name}")
 
+    def _bias(self, param: str) -> str:
+        """The group's bias as a matmul adds it (per slice, a row that broadcasts over the batch)."""
+        return self._hoist(f"bias_{param}", f"self.bias_{param}{'.unsqueeze(1)' if self.batched else ''}")
+
     def _transposed(self, param: str) -> str:
-        return self._hoist(f"weight_t_{param}", f"self.weight_{param}.t()")
+        return self._hoist(f"weight_t_{param}", f"self.weight_{param}.{'transpose(1, 2)' if self.batched else 't()'}")
+
+    def _matmul(self, seed: str | None, source: str, param: str, out: str) -> None:
+        """``out = seed + source @ W.T`` (per slice where batched), written in place."""
+        weight = self._transposed(param)
+        if seed is None:
+            self.emit(f"torch.{'bmm' if self.batched else 'mm'}({source}, {weight}, out={out})")
+        else:
+            self.emit(f"torch.{'baddbmm' if self.batched else 'addmm'}({seed}, {source}, {weight}, out={out})")
 
     def _split_input_projections(self) -> None:
         """Every x-linear is a column block of the window's ``xp`` (as the step writer lays it out)."""
@@ -140,17 +157,13 @@ class NativeWindowWriter(_StepWriter):
             if g.param in self.folded:  # xp's block holds this group's bias: one fused multiply-add
                 block, width = self.xp_blocks[g.param]
                 xpp = f"{self._views(self.xp_all, block, width)}[{self.t}]"
-                self.emit(f"torch.addmm({xpp}, {source}, {self._transposed(g.param)}, out={out})")
+                self._matmul(xpp, source, g.param, out)
                 adds = [add for add, (_, sl) in self.pairs.items() if sl in g.members]
                 for add in adds:
                     self.home[add] = (buffer, 0, self.offsets[self.pairs[add][1]][1])
                 self._define(adds)
                 continue
-            if g.bias:
-                self.emit(f"torch.addmm({self._param(f'bias_{g.param}')}, {source}, {self._transposed(g.param)}, "
-                          f"out={out})")
-            else:
-                self.emit(f"torch.mm({source}, {self._transposed(g.param)}, out={out})")
+            self._matmul(self._bias(g.param) if g.bias else None, source, g.param, out)
             for m in g.members:
                 self.home[m] = (buffer, 0, self.offsets[m][1])
             self._define(list(g.members))
@@ -225,12 +238,17 @@ class NativeWindowWriter(_StepWriter):
         table, address = self._fresh(f"tab{index}"), self._fresh(f"tp{index}")
         entries = ", ".join(self._entry(m) for m in (*inputs, *outputs))
         self.prelude += [f"{table} = torch.tensor([{entries}], dtype=torch.int64)", f"{address} = {table}.data_ptr()"]
-        self.emit(f"{self.kernels}[{index}]({self.batch}, {self.n}, {self._slope() if slope else '0.0'}, {self.t}, "
+        self.emit(f"{self.kernels}[{index}]({self.batch}, {self.n}, {self._slope() if slope else '0, 1'}, {self.t}, "
                   f"{address})")
         self._define(outputs)
 
     def _slope(self) -> str:
-        return self._hoist("slope", "float(self.slope)")
+        """``pointer, rows per slope`` of the hard-sigmoid slopes (one per slice), set up once."""
+        if "slope" not in self.hoisted:
+            names = self._fresh("slope"), self._fresh("slope_p"), self._fresh("slope_per")
+            self.prelude += slope_lines(self.batch, *names)
+            self.hoisted["slope"] = f"{names[1]}, {names[2]}"
+        return self.hoisted["slope"]
 
     def _finish_step(self, record: tuple[str, ...]) -> list[str]:
         """Copy what no stage wrote (a state's new value that is a linear, a state, x or another state's value)
@@ -245,7 +263,7 @@ class NativeWindowWriter(_StepWriter):
             rows = "1:" if offset else ":"
             whole = start == (0, 0) and width == self.widths_of[buffer]
             recorded.append(f"{buffer}[{rows}]" if whole else
-                            f"{buffer}[{rows}, :, {self.size(start)}:{self.size(add_sizes(start, width))}]")
+                            f"{buffer}[{rows}, ..., {self.size(start)}:{self.size(add_sizes(start, width))}]")
         return recorded
 
     def _assemble(self, name: str, recorded: list[str]) -> str:
@@ -253,8 +271,9 @@ class NativeWindowWriter(_StepWriter):
         head = [
             f"def {name}(self, {self.xs}, {self.xp_all}, {self.state}, {self.kernels}):",
             f"    {self.n} = self.hidden_size  # sizes below are in units of the hidden size",
-            f"    {self.steps}, {self.batch}, {self.esize} = {self.xp_all}.shape[0], {self.xp_all}.shape[1], "
+            f"    {self.steps}, {self.lead}, {self.esize} = {self.xp_all}.shape[0], {self.xp_all}.shape[1:-1], "
             f"{self.xp_all}.element_size()",
+            f"    {self.batch} = {self.lead}.numel()  # a stage's rows: ([slices,] batch)",
             *(f"    {line}" for line in self.prelude),
             f"    for {self.t} in range({self.steps}):",
             *(f"    {line}" for line in self.lines),

@@ -216,6 +216,36 @@ class Window:
     native: object = None
 
 
+@dataclass(frozen=True)
+class BoundNative:
+    """A native window function bound to one window's tensors (time first) and the stage kernels."""
+
+    function: Callable  # window_native / window_record_native
+    kernels: tuple  # the stages compiled for the tensors' dtype
+    xs: torch.Tensor
+    xp: torch.Tensor
+    state: State
+
+    def __call__(self, module: nn.Module):
+        """``(ys, final state, S, V, xs)``, all time first."""
+        return (*self.function(module, self.xs, self.xp, self.state, K=self.kernels), self.xs)
+
+
+def bind_native(native, record: bool, xs, xp, state: State, time_dim: int) -> BoundNative | None:
+    """``native`` (a window's :class:`~archsearch.compiler._native.NativeSteps`, or None) for these tensors, or None
+    where it cannot run them; batched windows (``time_dim`` 1) run on time-first copies of xs and xp."""
+    if native is None or xp.device.type != "cpu":
+        return None
+    xs, xp = time_first(xs, time_dim), time_first(xp, time_dim)
+    bound = native.bind(record, xs, xp, state)
+    return None if bound is None else BoundNative(bound.func, bound.keywords["K"], xs, xp, state)
+
+
+def time_first(tensor: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """``tensor`` with time first, rows (slices x batch) contiguous."""
+    return tensor if time_dim == 0 else tensor.movedim(time_dim, 0).contiguous()
+
+
 class GeneratedWindow(torch.autograd.Function):
     """A whole window as one autograd node, with the cell's generated backward.
 
@@ -228,14 +258,14 @@ class GeneratedWindow(torch.autograd.Function):
     def forward(ctx, module, window: Window, time_dim: int, xs, xp, n_states: int, *tensors):
         state = tuple(tensors[:n_states])
         ctx.module, ctx.window, ctx.time_dim = module, window, time_dim
-        native = window.native and window.native.bind(True, xs, xp, state)
-        ctx.native = native
+        ctx.native = native = bind_native(window.native, True, xs, xp, state, time_dim)
         if native is not None:  # the whole window at once, its values recorded in place (time first)
-            ys, final, S, V = native(module, xs, xp, state)
+            ys, final, S, V, X = native(module)
             ctx.S, ctx.V = list(S), list(V)
-            ctx.X = xs if window.raw_x else None
+            ctx.X = X if window.raw_x else None
             ctx.present = [t is not None for t in tensors[n_states:]]
-            return (ys.clone(), *(s.clone() for s in final))  # copies: in-place ops on them must not touch ctx.S
+            # copies: in-place ops on them must not touch ctx.S
+            return (ys.movedim(0, time_dim).clone(memory_format=torch.contiguous_format), *(s.clone() for s in final))
         seen, recorded, outputs = [], [], []
         for x_t, xp_t in zip(xs.unbind(time_dim), xp.unbind(time_dim)):
             seen.append(state)
@@ -258,7 +288,7 @@ class GeneratedWindow(torch.autograd.Function):
         douts = [torch.zeros_like(s[0]) if d is None else d for d, s in zip(douts, S)]
         if ctx.native is not None:  # the backward's loop native too, with the forward's kernels
             native = ctx.window.native
-            dxp, dx, d_init, grads = native.backward(ctx.module, dys, douts, S, ctx.V, ctx.X, **ctx.native.keywords)
+            dxp, dx, d_init, grads = native.backward(ctx.module, dys, douts, S, ctx.V, ctx.X, K=ctx.native.kernels)
         else:
             dxp, dx, d_init, grads = ctx.window.backward(ctx.module, dys, douts, S, ctx.V, ctx.X)
         dx = None if dx is None else dx.movedim(0, time_dim)
@@ -298,11 +328,10 @@ def run_window(
     Without gradients, ``native`` (a window's ``native``) runs the step if it can.
     """
     tracing = torch.compiler.is_compiling()
-    run_native = native is not None and not tracing and not torch.is_grad_enabled() and time_dim == 0
-    whole = run_native and native.bind(False, xs, xp, state)
-    if whole:
-        ys, final, _, _ = whole(module, xs, xp, state)
-        return ys, tuple(final)
+    whole = None if tracing or torch.is_grad_enabled() else bind_native(native, False, xs, xp, state, time_dim)
+    if whole is not None:
+        ys, final, _, _, _ = whole(module)
+        return ys.movedim(0, time_dim), tuple(final)
     if window is not None and GENERATED_BACKWARD and not tracing and torch.is_grad_enabled():
         params = [getattr(module, name) for name in window.params]
         tensors = (*state, *params)
