@@ -56,22 +56,24 @@ def parse_arithmetic(text: str) -> ArithmeticProblem:
     return ArithmeticProblem(a, op, b, answer)
 
 
-def _number(rng: np.random.Generator, max_digits: int) -> int:
-    digits = int(rng.integers(1, max_digits + 1))
-    low = 0 if digits == 1 else 10 ** (digits - 1)
-    value = int(rng.integers(low, 10**digits))
-    return -value if rng.random() < NEGATIVE_PROB else value
+def _numbers(rng: np.random.Generator, count: int, max_digits: int) -> np.ndarray:
+    """``count`` operands: a digit count uniform in 1..max_digits, a value uniform among the numbers of that many
+    digits (0-9 for one), negative with probability ``NEGATIVE_PROB``."""
+    digits = rng.integers(1, max_digits + 1, size=count)
+    low = np.where(digits == 1, 0, 10 ** (digits - 1))
+    value = rng.integers(low, 10**digits)
+    return np.where(rng.random(count) < NEGATIVE_PROB, -value, value)
 
 
-def _with_distractors(rng: np.random.Generator, chars: str, mean: float) -> str:
-    counts = rng.geometric(1.0 / (1.0 + mean), size=len(chars) - 1) - 1
-    noise = random_letters(rng, int(counts.sum()))
-    out, used = [chars[0]], 0
-    for ch, k in zip(chars[1:], counts.tolist()):
-        out.append(noise[used : used + k])
-        out.append(ch)
-        used += k
-    return "".join(out)
+def _with_distractors(rng: np.random.Generator, core: np.ndarray, gaps: np.ndarray, mean: float) -> np.ndarray:
+    """``core`` (symbol ids) with a geometric number (mean ``mean``) of uniform random letters inserted before each
+    position where ``gaps`` is true; returns where each core symbol landed, and the ids."""
+    before = np.zeros(core.size, dtype=np.int64)
+    before[gaps] = rng.geometric(1.0 / (1.0 + mean), size=int(gaps.sum())) - 1
+    landed = np.arange(core.size) + np.cumsum(before)
+    out = rng.integers(0, len(LETTERS), size=core.size + int(before.sum()))  # letters are the first ids
+    out[landed] = core
+    return landed, out
 
 
 class ArithmeticTask(CharTask):
@@ -91,9 +93,23 @@ class ArithmeticTask(CharTask):
         return ArithmeticTask(difficulty.arithmetic_max_digits, difficulty.arithmetic_distractor_mean)
 
     def instance(self, rng: np.random.Generator) -> tuple[str, int, int]:
-        a, b = _number(rng, self.max_digits), _number(rng, self.max_digits)
-        op = "+" if rng.random() < 0.5 else "-"
-        answer = a + b if op == "+" else a - b
-        question = _with_distractors(rng, f"{a}{op}{b}=", self.distractor_mean)
-        text = f"{question}{answer}."
-        return text, len(question), len(text)
+        ids, lo, hi = self.instances(rng, 1)
+        return self.decode(ids), int(lo[0]), int(hi[0])
+
+    def instances(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``count`` instances drawn at once (see the module docstring for what one is)."""
+        a, b = _numbers(rng, count, self.max_digits), _numbers(rng, count, self.max_digits)
+        plus = rng.random(count) < 0.5
+        answers = np.where(plus, a + b, a - b)
+        questions = [f"{x}{'+' if p else '-'}{y}=" for x, p, y in zip(a.tolist(), plus.tolist(), b.tolist())]
+        texts = [f"{q}{z}." for q, z in zip(questions, answers.tolist())]
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
+        starts = np.cumsum(lengths) - lengths  # of each instance in the core (no distractors yet)
+        answer_at = starts + np.fromiter(map(len, questions), dtype=np.int64, count=count)
+        inside = np.zeros(int(lengths.sum()) + 1, dtype=np.int64)  # 1 on question characters after the first
+        np.add.at(inside, starts + 1, 1)
+        np.add.at(inside, answer_at, -1)
+        gaps = np.cumsum(inside[:-1]) > 0  # a gap before every question character but the first, "=" included
+        landed, ids = _with_distractors(rng, self.encode("".join(texts)), gaps, self.distractor_mean)
+        ends = landed[starts + lengths - 1] + 1
+        return ids, landed[answer_at], ends

@@ -34,6 +34,9 @@ class Difficulty:
     def __post_init__(self) -> None:
         if self.arithmetic_max_digits < 1 or self.xml_max_iterations < 1 or self.xml_max_tag_length < 2:
             raise TaskError(f"difficulty out of range: {self}")
+        if self.arithmetic_max_digits > 18:  # operands and answers are drawn as int64
+            raise TaskError(f"difficulty out of range: arithmetic_max_digits must be at most 18 (int64 operands), got "
+                            f"{self.arithmetic_max_digits}")
         if not self.arithmetic_distractor_mean >= 0:
             raise TaskError(f"arithmetic_distractor_mean must be >= 0, got {self.arithmetic_distractor_mean}")
 

@@ -11,6 +11,7 @@ from archsearch.tasks._base import DEFAULT_LENGTH, Split, Stream, Task, check_le
 from archsearch.tasks._metric import Kind, Metric
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+INSTANCES_PER_DRAW = 256  # instances a stream draws at a time (fixed: streams of one seed share their prefix)
 
 
 class CharTask(Task):
@@ -39,22 +40,35 @@ class CharTask(Task):
         earlier (from the character before it) counts towards the accuracy.
         """
 
+    def instances(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``count`` instances, concatenated: their symbol ids and each one's scored span ``[lo, hi)`` (arrays,
+        positions in the ids). Subclasses may draw them all at once; by default, one ``instance`` after another."""
+        texts, lo, hi, total = [], [], [], 0
+        for _ in range(count):
+            text, start, end = self.instance(rng)
+            texts.append(text)
+            lo.append(total + start)
+            hi.append(total + end)
+            total += len(text)
+        return self.encode("".join(texts)), np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64)
+
     def stream(self, split: Split, seed: int, length: int | None = None) -> Stream:
-        """Concatenate whole instances until ``length + 1`` characters, then cut."""
+        """Concatenate whole instances (drawn ``INSTANCES_PER_DRAW`` at a time, so a shorter stream is a prefix
+        of a longer one) until ``length + 1`` characters, then cut."""
         n = check_length(length, DEFAULT_LENGTH)
         rng = split_rng(self.name, split, seed)
-        texts: list[str] = []
-        spans: list[tuple[int, int]] = []
-        total = 0
+        parts, spans, total = [], [], 0
         while total < n + 1:
-            text, lo, hi = self.instance(rng)
-            texts.append(text)
-            spans.append((total + lo, total + hi))
-            total += len(text)
-        ids = self.encode("".join(texts))
-        scored = np.zeros(total, dtype=np.float32)
-        for lo, hi in spans:
-            scored[lo:hi] = 1.0
+            ids, lo, hi = self.instances(rng, INSTANCES_PER_DRAW)
+            parts.append(ids)
+            spans.append((lo + total, hi + total))
+            total += ids.size
+        ids = np.concatenate(parts)
+        lo, hi = np.concatenate([s[0] for s in spans]), np.concatenate([s[1] for s in spans])
+        change = np.zeros(total + 1, dtype=np.int32)  # +1 where a scored span starts, -1 where it ends
+        np.add.at(change, lo, 1)
+        np.add.at(change, hi, -1)
+        scored = (np.cumsum(change[:total]) > 0).astype(np.float32)
         return Stream(inputs=ids[:n], targets=ids[1 : n + 1], mask=scored[1 : n + 1])
 
     def encode(self, text: str) -> np.ndarray:

@@ -141,6 +141,26 @@ def test_arithmetic_answers_are_right_and_scored() -> None:
     assert 0.3 < signs["a"] / len(instances) < 0.7 and 0.3 < signs["b"] / len(instances) < 0.7
 
 
+def test_arithmetic_draws_follow_the_stated_distribution() -> None:
+    """Operands: digit count uniform in 1..8, negative half the time; + and - equally often; one distractor per gap
+    on average (geometric). The instances are drawn many at a time: a shorter stream is a prefix of a longer one."""
+    task = get_task("arithmetic")
+    long = task.stream("train", seed=11, length=200_000)
+    short = task.stream("train", seed=11, length=1_000)
+    np.testing.assert_array_equal(short.inputs, long.inputs[:1000])
+    np.testing.assert_array_equal(short.mask, long.mask[:1000])
+    questions = [q.split("=")[0] for q in task.decode(long.inputs).split(".")[1:-1]]
+    cores = [re.sub("[a-z]", "", q) for q in questions]
+    operands = [int(x) for core in cores for x in re.fullmatch(r"(-?\d+)[+-](-?\d+)", core).groups()]
+    digits = np.bincount([len(str(abs(x))) for x in operands], minlength=9)[1:]
+    assert len(operands) > 8000 and (np.abs(digits / len(operands) - 1 / 8) < 0.02).all(), digits
+    assert abs(np.mean([x < 0 for x in operands]) - 0.5) < 0.03
+    plus = [re.fullmatch(r"-?\d+([+-])-?\d+", core)[1] == "+" for core in cores]
+    assert abs(np.mean(plus) - 0.5) < 0.03
+    letters = sum(len(q) - len(core) for q, core in zip(questions, cores))
+    assert abs(letters / sum(map(len, cores)) - 1.0) < 0.05  # as many gaps as question characters (with "=")
+
+
 # ------------------------------------------------------------------ xml
 def test_xml_is_well_nested() -> None:
     task = get_task("xml")
@@ -202,7 +222,8 @@ def test_easier_xml_is_shallow_with_short_tags() -> None:
 
 
 def test_difficulty_out_of_range() -> None:
-    for bad in ({"arithmetic_max_digits": 0}, {"arithmetic_distractor_mean": -1.0}, {"xml_max_tag_length": 1}):
+    for bad in ({"arithmetic_max_digits": 0}, {"arithmetic_max_digits": 19}, {"arithmetic_distractor_mean": -1.0},
+                {"xml_max_tag_length": 1}):
         with pytest.raises(TaskError, match="difficulty|distractor"):
             Difficulty(**bad)
 
