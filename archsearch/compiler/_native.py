@@ -81,9 +81,7 @@ def _expr(cell: Cell, node: str, ref: Callable[[str], str]) -> str:
     if op is Op.IDENTITY:
         return args[0]
     if op is Op.HARD_SIGMOID:
-        slope = n.attr("slope")
-        s = "sl" if slope is None else f"(real){float(slope)!r}"
-        return f"hard_sigmoid(({args[0]} * {s} + (real)1) * (real)0.5)"
+        return f"hard_sigmoid(({args[0]} * {slope_of(n)} + (real)1) * (real)0.5)"
     if op is Op.STEP:  # the forward value of v + ((v > 0.5) - v).detach(), rounded as torch rounds it
         return f"({args[0]} + (({args[0]} > (real)0.5 ? (real)1 : (real)0) - {args[0]}))"
     if op in (Op.ADD, Op.SUB, Op.MUL):
@@ -125,6 +123,12 @@ def stage_source(cell: Cell, stage: Stage) -> str:
 
 
 SLOPE = "    const real sl = (real)slope[b / per];"  # the hard-sigmoid slope of row b's slice
+
+
+def slope_of(node) -> str:
+    """A hard sigmoid's slope in C: its fixed value, or ``sl``, the module's annealed slope for the row's slice."""
+    slope = node.attr("slope")
+    return "sl" if slope is None else f"(real){float(slope)!r}"
 
 
 def slope_lines(rows: str, table: str, pointer: str, per: str) -> list[str]:

@@ -10,8 +10,8 @@ rounded as the torch prologue rounds it; so the prologue keeps only views (HM-LS
 window-wide products). The buffers the adjoints are written to and the weight gradients are the
 torch version's, line for line.
 
-Every value has an address at step t: a coefficient or buffer row through pointer arithmetic
-(``p + t * r``); a state's adjoint lives in a ``(T + 1, B, width)`` buffer (row T holds the final
+Every value has an address at step t: a buffer row through pointer arithmetic (``p + t * r``, rows over
+``[slices,] batch``); a state's adjoint lives in a ``(T + 1, [K,] B, width)`` buffer (row T holds the final
 state's adjoint; row t what step t passes back), so the carry between steps costs nothing; the
 loop's other variables are scratch rows reused at every step.
 """
@@ -19,7 +19,7 @@ loop's other variables are scratch rows reused at every step.
 from __future__ import annotations
 
 from archsearch.compiler._backward import Coef, _BackwardWriter, size_code_n
-from archsearch.compiler._native import SLOPE, Stage, slope_lines, stage_head
+from archsearch.compiler._native import SLOPE, Stage, slope_lines, slope_of, stage_head
 from archsearch.ir import SCALAR
 
 Operand = tuple  # ("var", name) | ("value", node) | ("slot", Location) | ("dx",) | ("adjoint", k, row offset)
@@ -124,7 +124,6 @@ class NativeBackwardWriter:
             out.append((self.operand(var), None if constant is not None else coef, 1 if constant is None else constant))
         return out
 
-
     # ------------------------------------------------------------ the loop
     def write(self) -> str:
         for op in self.w.ops:
@@ -175,7 +174,7 @@ class NativeBackwardWriter:
                 if op not in operands:
                     operands.append(op)
             slope = slope or any(kind == "hard_sigmoid" and self.w.cell[node].attr("slope") is None
-                                 for _, coef, _ in terms if coef for factors, _ in coef.terms for kind, node in factors)
+                                 for kind, node in _factors(terms))
         index = self.first + len(self.stages)
         name = f"b{index}"
         self.stages.append(Stage(name, (), (), (), False))
@@ -238,7 +237,7 @@ def _stage_source(name: str, statements: list[Statement], operands: list[Operand
 
     def factor(kind: str, node: str) -> str:
         """A local derivative, rounded as the torch prologue (:meth:`_BackwardWriter.factor`) rounds it."""
-        v = at(("value", cell[node].inputs[0] if kind == "hard_sigmoid" else node))
+        v = at(_value(cell, kind, node))
         if kind == "value":
             return v
         if kind == "tanh":
@@ -247,8 +246,7 @@ def _stage_source(name: str, statements: list[Statement], operands: list[Operand
             return f"({v} * ((real)1 - {v}))"
         if kind == "relu":
             return f"({v} > (real)0 ? (real)1 : (real)0)"
-        slope = cell[node].attr("slope")
-        s = "sl" if slope is None else f"(real){float(slope)!r}"
+        s = slope_of(cell[node])
         pre = f"(({v} * {s} + (real)1) * (real)0.5)"
         return f"(({pre} >= (real)0 && {pre} <= (real)1 ? (real)1 : (real)0) * (real)0.5 * {s})"
 
@@ -280,12 +278,18 @@ def _stage_source(name: str, statements: list[Statement], operands: list[Operand
                       *([SLOPE] if slope else []), *body, "  }", "}"]) + "\n"
 
 
+def _factors(terms: list[tuple[Operand, Coef | None, int]]):
+    """Every local derivative ``(kind, node)`` the terms' coefficients multiply."""
+    for _, coef, _ in terms:
+        for factors, _ in coef.terms if coef else ():
+            yield from factors
+
+
+def _value(cell, kind: str, node: str) -> Operand:
+    """The recorded value a local derivative is computed from (a hard sigmoid's: its input's)."""
+    return ("value", cell[node].inputs[0] if kind == "hard_sigmoid" else node)
+
+
 def _reads(terms: list[tuple[Operand, Coef | None, int]], cell) -> list[Operand]:
     """What a statement's terms read: their variables, and the values their coefficients are computed from."""
-    out = []
-    for var, coef, _ in terms:
-        out.append(var)
-        for factors, _ in coef.terms if coef else ():
-            for kind, node in factors:
-                out.append(("value", cell[node].inputs[0] if kind == "hard_sigmoid" else node))
-    return out
+    return [var for var, _, _ in terms] + [_value(cell, kind, node) for kind, node in _factors(terms)]

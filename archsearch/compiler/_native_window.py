@@ -107,9 +107,6 @@ class NativeWindowWriter(_StepWriter):
             self.prelude.append(f"{self.hoisted[key]} = {expr}")
         return self.hoisted[key]
 
-    def _param(self, name: str) -> str:
-        return self._hoist(name, f"self.{name}")
-
     def _bias(self, param: str) -> str:
         """The group's bias as a matmul adds it (per slice, a row that broadcasts over the batch)."""
         return self._hoist(f"bias_{param}", f"self.bias_{param}{'.unsqueeze(1)' if self.batched else ''}")
