@@ -22,10 +22,12 @@ import argparse
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,6 +56,14 @@ def forget_lost(data: dict, preset: str) -> None:
             print(f"{name}: its database is gone; restarting it (the partial run is kept under 'lost')", flush=True)
 
 
+def checkpoint(db: Path) -> None:
+    """Fold the database's write-ahead log into the file, so that the committed ``.db`` alone holds every
+    evaluation (its ``-wal`` file is not committed)."""
+    if db.exists():
+        with closing(sqlite3.connect(db)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def _search_name(strategy: str, seed: int) -> str:
     return f"{strategy}-s{seed}"
 
@@ -70,6 +80,7 @@ def run_chunk(preset: str, strategy: str, seed: int, budget: int, seconds: float
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    checkpoint(_db(preset, strategy, seed))
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 

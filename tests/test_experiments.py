@@ -227,6 +227,37 @@ def test_evolution_restarts_a_search_whose_database_is_gone(tmp_path, monkeypatc
     assert [(e["strategy"], e["seed"], e["evaluations"]) for e in data["lost"]] == [("evolution", 0, 30)]
 
 
+def test_evolution_checkpoint_leaves_every_row_in_the_database_file(tmp_path) -> None:
+    """After ``checkpoint`` the ``.db`` file alone (what gets committed, without its ``-wal``) holds every row
+    written in WAL mode, even while a writer still has the database open."""
+    import shutil
+    import sqlite3
+
+    sys.path.insert(0, str(RENDER.parent))
+    from evolution_vs_random import checkpoint
+
+    db = tmp_path / "search.db"
+    writer = sqlite3.connect(db)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE e (x INTEGER)")
+    writer.executemany("INSERT INTO e VALUES (?)", [(i,) for i in range(500)])
+    writer.commit()
+
+    def rows_in_file_alone() -> int:
+        copy = tmp_path / "copy" / "search.db"
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(db, copy)
+        with sqlite3.connect(copy) as reader:
+            return reader.execute("SELECT count(*) FROM sqlite_master WHERE name = 'e'").fetchone()[0] and \
+                reader.execute("SELECT count(*) FROM e").fetchone()[0]
+
+    assert rows_in_file_alone() == 0
+    checkpoint(db)
+    assert rows_in_file_alone() == 500
+    writer.close()
+
+
 def test_evolution_reevaluates_as_the_search_trained(tmp_path, monkeypatch) -> None:
     """The re-evaluation trains each task with the config the search stored when it started, not with what its
     scale means after a recalibration; the GRU re-evaluated against itself (same settings and seeds) ties."""
