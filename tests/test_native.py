@@ -28,7 +28,8 @@ from archsearch.compiler._runtime import bind_native
 from archsearch.ir import parse_cell
 from test_window_backward import EDGE_CELLS, _mutated
 
-pytestmark = pytest.mark.skipif(not _native.available(), reason="no C compiler with libmvec here")
+pytestmark = [pytest.mark.skipif(not _native.available(), reason="no C compiler with libmvec here"),
+              pytest.mark.usefixtures("uninitialized_memory_is_nan")]
 
 
 def _layer(cell, hidden: int, dtype: torch.dtype, slope: float = 1.7):

@@ -23,6 +23,9 @@ from archsearch.ir import parse_cell
 
 
 
+pytestmark = pytest.mark.usefixtures("uninitialized_memory_is_nan")
+
+
 def assert_close(got: torch.Tensor, want: torch.Tensor) -> None:
     """Equal to 1e-10, relative to the tensor's largest value where that exceeds 1 (cells whose values
     explode, e.g. h' = h (1 - h) + ..., reach 1e6 within a few steps, beyond float64's absolute 1e-10)."""
@@ -129,6 +132,12 @@ EDGE_CELLS = {
     "raw x, a product of a node with itself, terms that cancel": """
         states h
         h' = tanh(x * x + W(h) + b) + x - x + h * h * identity(h)
+    """,
+    "a linear whose adjoint cancels (its gradient columns must stay zero)": """
+        states h
+        u = W(h)
+        v = W(x)
+        h' = tanh(W(x) + W(h) + b) + u - u + v - v
     """,
     "linears of intermediates and of linears": """
         states h, c

@@ -382,6 +382,12 @@ class _BackwardWriter:
                           f"{self.columns(buffer, start, width)}.unflatten(-1, ({len(chunk)}, n)).unbind(0)")
         return f"torch.mul({chunk[0].var}.unsqueeze(-2), {stacked}[t], out={view}[t])"
 
+    def _new(self, buffer: str, width: Size) -> str:
+        """``new_empty`` where every step writes all of ``buffer``'s columns (each written slot is written whole,
+        once per step), else ``new_zeros``: the columns of linears no adjoint reaches stay zero."""
+        written = sum_sizes(loc[2] for loc in self.written_slots if loc[0] == buffer)
+        return "new_empty" if written == width else "new_zeros"
+
     # ------------------------------------------------------------ the whole function
     def write(self) -> WindowCode:
         for k, out in enumerate(self.cell.outputs):
@@ -417,14 +423,14 @@ class _BackwardWriter:
             "    # dys (T, [K,] B, n): adjoints of the outputs; douts: of the final states; S[k]: state k read at",
             "    # each step; V: the recorded node values; X: the inputs (time first). Returns dxp, dX, d_init, grads.",
             "    T, n = dys.shape[0], self.hidden_size",
-            f"    dxp = dys.new_zeros(*dys.shape[:-1], {size_code_n(self.xp_width)})",
+            f"    dxp = dys.{self._new('dxp', self.xp_width)}(*dys.shape[:-1], {size_code_n(self.xp_width)})",
         ]
         if self.uses_dx:
-            head.append("    dxb = torch.zeros_like(X)")
+            head.append("    dxb = torch.empty_like(X)")  # every step writes all of its dx
         for g in self.groups:
             if g.param not in self.folded:
-                j = self.group_index[g.param]
-                head.append(f"    gb{j} = dys.new_zeros(*dys.shape[:-1], {size_code_n(self.group_columns[g.param][2])})")
+                j, width = self.group_index[g.param], self.group_columns[g.param][2]
+                head.append(f"    gb{j} = dys.{self._new(f'gb{j}', width)}(*dys.shape[:-1], {size_code_n(width)})")
         head.append("    dyp_all = torch.cat([torch.zeros_like(dys[:1]), dys[:-1]])  # dyp[t] = dys[t - 1]")
         head.append("    dyp = dyp_all.unbind(0)")
         self.head_start = head[1:]  # for the native backward: the head without the def line and the prologue
