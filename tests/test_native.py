@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archsearch
-from archsearch.compiler import _native, compile_cell
+from archsearch.compiler import _native, _runtime, compile_cell
 from archsearch.compiler._batched import BatchedCellStack
 from archsearch.compiler._module import cached_plan
 from archsearch.compiler._native import NativeSteps
@@ -67,7 +67,7 @@ def assert_native_equals_torch(cell, dtype=torch.float64, hidden: int = 7, steps
         want = _torch_window(layer, xs, xp, state)
         native = layer._generated_window.native
         for record in (True, False):
-            ys, final, seen, values = native.bind(record, xs, xp, state)(layer, xs, xp, state)
+            ys, final, seen, values, _ = bind_native(native, record, xs, xp, state, time_dim=0)(layer)
             _close(ys, want[0], dtype)
             for got, expected in zip(final, want[1], strict=True):
                 _close(got, expected, dtype)
@@ -137,15 +137,15 @@ def test_a_compiled_module_runs_native_stages_where_it_can(monkeypatch, name):
     """Evaluation (no_grad) runs the native window; training runs the native window with recording and the
     native backward. Outputs and gradients agree with the torch ops (native stages off) to rounding."""
     calls = []
-    bind = NativeSteps.bind
+    bind = _runtime.bind_native
 
-    def spy(self, record, *args):  # which native windows ran
-        window = bind(self, record, *args)
+    def spy(native, record, *args):  # which native windows ran
+        window = bind(native, record, *args)
         if window is not None:
             calls.append(record)
         return window
 
-    monkeypatch.setattr(NativeSteps, "bind", spy)
+    monkeypatch.setattr(_runtime, "bind_native", spy)
     model = compile_cell(archsearch.seed(name), 6, 8, seed=0, dtype=torch.float64)
     backward = model.layers[0]._generated_window.native.backward
     model.layers[0]._generated_window.native.backward = lambda *a, **k: calls.append("backward") or backward(*a, **k)
@@ -170,8 +170,8 @@ def test_batched_slices_train_through_native_stages(monkeypatch, name):
     """Batched training runs the native record window and the native backward (per-slice hard-sigmoid slopes);
     outputs and gradients agree with native stages off (autograd through the batched step)."""
     calls = []
-    bind = NativeSteps.bind
-    monkeypatch.setattr(NativeSteps, "bind", lambda self, record, *a: calls.append(record) or bind(self, record, *a))
+    bind = _runtime.bind_native
+    monkeypatch.setattr(_runtime, "bind_native", lambda native, record, *a: calls.append(record) or bind(native, record, *a))
     stack = BatchedCellStack.from_stacks([compile_cell(archsearch.seed(name), 4, 6, seed=i, dtype=torch.float64)
                                           for i in range(len(SLOPES))])
     stack.set_slope(torch.tensor(SLOPES, dtype=torch.float64))
@@ -194,10 +194,10 @@ def test_tensors_the_stages_cannot_read_fall_back_to_torch():
     xs = torch.randn(3, 2, 4)
     xp = layer.input_projections(xs).detach()
     state = layer.initial_state(2)
-    assert native.bind(True, xs, xp, state) is not None
-    assert native.bind(True, xs.half(), xp.half(), tuple(s.half() for s in state)) is None  # no half kernels
-    assert native.bind(True, xs, xp, tuple(s.double() for s in state)) is None  # mixed dtypes
-    assert native.bind(True, xs, xp[0], state) is None  # not time-major (T, B, P)
+    assert native.kernels_for(xs, xp, state) is not None
+    assert native.kernels_for(xs.half(), xp.half(), tuple(s.half() for s in state)) is None  # no half kernels
+    assert native.kernels_for(xs, xp, tuple(s.double() for s in state)) is None  # mixed dtypes
+    assert native.kernels_for(xs, xp[0], state) is None  # not time-major (T, B, P)
 
 
 def test_a_stage_that_does_not_compile_falls_back_with_a_warning(caplog):
@@ -205,9 +205,9 @@ def test_a_stage_that_does_not_compile_falls_back_with_a_warning(caplog):
     broken = NativeSteps(None, None, None, plan.native.c_source + "\nthis is not C;\n", plan.native.stages, False)
     xs, state = torch.randn(2, 1, 4), (torch.zeros(1, 4), torch.zeros(1, 4))
     with caplog.at_level(logging.WARNING, logger="archsearch.compiler._native"):
-        assert broken.bind(True, xs, torch.randn(2, 1, 16), state) is None
+        assert broken.kernels_for(xs, torch.randn(2, 1, 16), state) is None
     assert "did not compile" in caplog.text
-    assert broken.bind(True, xs, torch.randn(2, 1, 16), state) is None  # and it does not try again
+    assert broken.kernels_for(xs, torch.randn(2, 1, 16), state) is None  # and it does not try again
 
 
 def test_no_text_of_the_cell_reaches_the_c_source():

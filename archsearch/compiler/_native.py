@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import functools
 import hashlib
 import logging
 import os
@@ -283,10 +282,9 @@ class NativeSteps:
     def __deepcopy__(self, memo: dict) -> "NativeSteps":
         return self  # code and compiled kernels, shared by every copy of a module (ctypes pointers cannot be copied)
 
-    def bind(self, record: bool, xs: torch.Tensor, xp: torch.Tensor, state: tuple[torch.Tensor, ...]) -> Callable | None:
-        """The window function (``record``: also recording for the backward) for these tensors, or None where the
-        stages cannot read them (not CPU float32/64 of one dtype, not time first with each step's rows, over slices
-        and batch, evenly spaced) or cannot run here."""
+    def kernels_for(self, xs: torch.Tensor, xp: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple | None:
+        """The stage kernels for these tensors, or None where the stages cannot read them (not CPU float32/64 of
+        one dtype, not time first with each step's rows, over slices and batch, evenly spaced) or cannot run here."""
         if self._failed or not ENABLED or xp.device.type != "cpu" or xp.dtype not in DTYPES or xp.dim() not in (3, 4):
             return None
         if not _even_rows(xp) or any(s.dtype != xp.dtype or s.device != xp.device for s in state):
@@ -302,7 +300,7 @@ class NativeSteps:
                 self._failed = True
                 log.warning("a cell's native stages did not compile; it runs on torch ops: %s", error)
                 return None
-        return functools.partial(self.record if record else self.step, K=self._kernels.get(xp.dtype))
+        return self._kernels.get(xp.dtype)
 
 
 def _even_rows(tensor: torch.Tensor) -> bool:

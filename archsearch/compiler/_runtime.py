@@ -212,7 +212,7 @@ class Window:
     params: tuple[str, ...]  # the module attributes ``backward`` returns gradients for, in order
     raw_x: bool  # the cell reads x_t itself (the backward needs X and returns dX)
     # the step and record step with native elementwise stages (archsearch.compiler._native; None in an export):
-    # ``native.bind(record, xs, xp, state)`` gives one for these tensors, or None
+    # ``bind_native`` binds it to one window's tensors, or gives None where it cannot run them
     native: object = None
 
 
@@ -237,8 +237,8 @@ def bind_native(native, record: bool, xs, xp, state: State, time_dim: int) -> Bo
     if native is None or xp.device.type != "cpu":
         return None
     xs, xp = time_first(xs, time_dim), time_first(xp, time_dim)
-    bound = native.bind(record, xs, xp, state)
-    return None if bound is None else BoundNative(bound.func, bound.keywords["K"], xs, xp, state)
+    kernels = native.kernels_for(xs, xp, state)
+    return None if kernels is None else BoundNative(native.record if record else native.step, kernels, xs, xp, state)
 
 
 def time_first(tensor: torch.Tensor, time_dim: int) -> torch.Tensor:
