@@ -22,7 +22,8 @@ models are timed in the same run, interleaved round by round (so a noisy
 neighbour on a shared machine slows all of them alike), after a warm-up; each
 number is the median over rounds of the mean over ``--steps`` steps. With
 several pairs the run ends with the summary table of issue 15 (each seed over its
-reference) and writes everything to ``benchmarks/results/cell_speed.json``. On CUDA the
+reference) and writes everything to ``benchmarks/results/cell_speed.json``, with the ratios of every earlier run
+of the file (``history``) and issue 15's targets. On CUDA the
 clock stops after ``torch.cuda.synchronize()``; ``--cuda-graphs`` also times each
 compiled cell's forward and backward captured once with
 ``torch.cuda.make_graphed_callables`` and replayed (one launch per pass instead
@@ -36,6 +37,7 @@ import datetime
 import importlib.util
 import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +63,8 @@ EXTRAS = ("exported", "naive", "autograd", "torch-ops")
 DEFAULT_EXTRAS = ("exported", "naive")
 LSTM3 = "nn.LSTM x3"  # the reference of the 3-layer seeds
 RESULTS = Path(__file__).resolve().parent / "results" / "cell_speed.json"
+# issue 15's targets, 1 thread: cell -> {H: the most its step may take, as a multiple of its reference's}
+TARGETS = {"lstm": {64: 1.5, 200: 1.2}, "gf-lstm": {64: 2.5}, "hm-lstm": {64: 2.5}}
 
 
 # ---------------------------------------------------------------- naive interpreter
@@ -271,6 +275,34 @@ def summary(runs: list[dict], names: tuple[str, ...]) -> str:
     return "\n".join(rows)
 
 
+def digest(record: dict) -> dict:
+    """One run of the benchmark in a line of its history: when, on what, and each cell's ratio to its reference."""
+    references = record.get("references") or {c: _reference(c) for c in record["cells"]}
+    return {"date": record["date"], "torch": record["torch"], "device": record["device"], "code": record.get("code"),
+            "runs": [{"hidden": r["hidden"], "threads": r["threads"], "load_average_before": r["load_average_before"],
+                      "ratio": {c: r["ms_per_step"][c] / r["ms_per_step"][references[c]]
+                                for c in record["cells"] if c in r["ms_per_step"]}}
+                     for r in record["runs"]]}
+
+
+def with_history(record: dict, previous: dict | None) -> dict:
+    """``record`` with ``history``: the runs before it (the previous file's history, or the previous run itself)
+    and this one, oldest first, so a ratio that sits near its target can be seen over repeated runs."""
+    earlier = [] if previous is None else previous.get("history") or [digest(previous)]
+    return {**record, "targets": {c: {str(h): t for h, t in by_h.items()} for c, by_h in TARGETS.items()},
+            "history": [*earlier, digest(record)]}
+
+
+def _code_version() -> str | None:
+    """``git describe --always --dirty`` of the checkout being measured, if it is one."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
 def profile(name: str, rows: int, hidden: int, device: str = "cpu") -> str:
     """torch.profiler table of 5 train steps of compiled ``name`` (self CPU time; with CUDA, self CUDA time too)."""
     from torch.profiler import ProfilerActivity
@@ -338,9 +370,11 @@ def main() -> None:
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "device": where, "batch": B, "unroll": T, "repeats": args.repeats,
               "steps": args.steps, "cells": list(names), "references": {n: _reference(n) for n in names}, "runs": runs,
-              "load_average_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+              "load_average_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+              "code": _code_version()}
+    previous = json.loads(args.json.read_text(encoding="utf-8")) if args.json.exists() else None
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    args.json.write_text(json.dumps(with_history(record, previous), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")
 
 

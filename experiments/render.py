@@ -342,7 +342,28 @@ def cell_speed_section(path: Path) -> str:
         out += ["", "Compiled: the default (the generated window backward, with native elementwise stages where they "
                 "run); autograd: autograd through the step on torch ops (the code before issue 15); torch ops: the "
                 "generated window backward with native stages off."]
+    if doc.get("history") and doc.get("targets"):
+        out += ["", cell_speed_history(doc["history"], doc["targets"])]
     return "\n".join(out)
+
+
+def cell_speed_history(history: list[dict], targets: dict[str, dict[str, float]]) -> str:
+    """Every run the file remembers (1 thread), each targeted ratio marked met or not, and the latest run's tally."""
+    columns = [(cell, int(h), limit) for cell, by_h in targets.items() for h, limit in by_h.items()]
+    out = ["Every run of the benchmark the file remembers (1 thread; each cell over its reference; **bold**: within "
+           "issue 15's target, given in the header):", "",
+           "| measured (UTC) | code | torch | " + " | ".join(f"{c} H={h} (≤ {t:g}x)" for c, h, t in columns) + " |",
+           "|---|---|---|" + "---:|" * len(columns)]
+    tally = (0, 0)
+    for entry in history:
+        ratio = {(r["hidden"], c): v for r in entry["runs"] if r["threads"] == 1 for c, v in r["ratio"].items()}
+        cells = [ratio.get((h, c)) for c, h, _ in columns]
+        shown = ["–" if v is None else (f"**{v:.2f}x**" if v <= t else f"{v:.2f}x") for v, (_, _, t) in zip(cells, columns)]
+        code = entry.get("code") or (f"recorded in {entry['recorded_in']}" if entry.get("recorded_in") else "–")
+        out.append(f"| {entry['date'][:16].replace('T', ' ')} | {code} | {entry['torch']} | " + " | ".join(shown) + " |")
+        tally = (sum(v is not None and v <= t for v, (_, _, t) in zip(cells, columns)),
+                 sum(v is not None for v in cells))
+    return "\n".join(out + ["", f"The latest run meets {tally[0]} of the {tally[1]} targets it measured."])
 
 
 def memorize_filter_section(path: Path) -> str:

@@ -186,6 +186,39 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
     assert "No window-function run yet" in readme.read_text() and "No paired quick-search run" in readme.read_text()
 
 
+def test_cell_speed_keeps_every_run_and_marks_its_targets(tmp_path) -> None:
+    """Each run of benchmarks/cell_speed.py adds a line to the file's history (an older file without one becomes
+    its first line); the README shows every line with the ratios within issue 15's targets in bold, and the
+    latest run's tally."""
+    sys.path.insert(0, str(RENDER.parent.parent / "benchmarks"))
+    from cell_speed import TARGETS, with_history
+
+    def record(date: str, hm: float, lstm200: float) -> dict:
+        runs = [{"hidden": 64, "threads": 1, "load_average_before": 0.1,
+                 "ms_per_step": {"nn.LSTM": 2.0, "nn.LSTM x3": 10.0, "lstm": 2.8, "hm-lstm": 10.0 * hm}},
+                {"hidden": 200, "threads": 1, "load_average_before": 0.1,
+                 "ms_per_step": {"nn.LSTM": 10.0, "nn.LSTM x3": 30.0, "lstm": 10.0 * lstm200, "hm-lstm": 90.0}}]
+        return {"date": date, "torch": "2.x", "device": "CPU", "batch": 20, "unroll": 35, "repeats": 7, "steps": 2,
+                "cells": ["lstm", "hm-lstm"], "runs": runs, "code": f"c{date[11:13]}"}
+
+    old = record("2026-12-03T09:00:00+00:00", 2.6, 1.1)  # a file written before the history existed
+    new = with_history(record("2026-12-03T10:00:00+00:00", 2.4, 1.3), old)
+    assert [h["code"] for h in new["history"]] == ["c09", "c10"]
+    assert new["targets"]["hm-lstm"] == {"64": TARGETS["hm-lstm"][64]}
+    assert [h["code"] for h in with_history(new, new)["history"]] == ["c09", "c10", "c10"]
+    bench, readme = tmp_path / "bench", tmp_path / "README.md"
+    bench.mkdir()
+    (bench / "cell_speed.json").write_text(json.dumps(new))
+    readme.write_text("<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n")
+    (tmp_path / "empty").mkdir()
+    _render(readme, tmp_path / "empty", bench)
+    text = readme.read_text()
+    assert "| lstm H=64 (≤ 1.5x) | lstm H=200 (≤ 1.2x) | gf-lstm H=64 (≤ 2.5x) | hm-lstm H=64 (≤ 2.5x) |" in text
+    assert "| 2026-12-03 09:00 | c09 | 2.x | **1.40x** | **1.10x** | – | 2.60x |" in text
+    assert "| 2026-12-03 10:00 | c10 | 2.x | **1.40x** | 1.30x | – | **2.40x** |" in text
+    assert "The latest run meets 2 of the 3 targets it measured." in text
+
+
 def test_evolution_replay_agrees_with_the_leaderboard(tmp_path) -> None:
     """The experiment's replay of a search (best fitness after each evaluation) ends where the leaderboard is."""
     sys.path.insert(0, str(RENDER.parent))
