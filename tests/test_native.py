@@ -23,7 +23,7 @@ import archsearch
 from archsearch.compiler import _native, _runtime, compile_cell
 from archsearch.compiler._batched import BatchedCellStack
 from archsearch.compiler._module import cached_plan
-from archsearch.compiler._native import NativeSteps
+from archsearch.compiler._native import NativeSteps, _even_rows
 from archsearch.compiler._runtime import bind_native
 from archsearch.ir import parse_cell
 from test_window_backward import EDGE_CELLS, _mutated
@@ -186,6 +186,38 @@ def test_batched_slices_train_through_native_stages(monkeypatch, name):
     torch.testing.assert_close(y_eval, y_torch, rtol=0, atol=1e-13)
     for got, want in zip(grads_native, grads_torch, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * max(1.0, float(want.abs().max())))
+
+
+@pytest.mark.parametrize("slices, batch", [(1, 3), (3, 1), (1, 1)])
+def test_one_slice_or_one_row_still_runs_native_stages(monkeypatch, slices, batch):
+    """A batched group of one setting (or a batch of one row) has dimensions of size 1, whose strides
+    ``contiguous()`` leaves as they were: the stages still run, and agree with torch ops."""
+    ran = []
+    bind = _runtime.bind_native
+    monkeypatch.setattr(_runtime, "bind_native", lambda *a: ran.append(bind(*a) is not None) or bind(*a))
+    stack = BatchedCellStack.from_stacks([compile_cell(archsearch.seed("hm-lstm"), 4, 6, seed=i, dtype=torch.float64)
+                                          for i in range(slices)])
+    x = torch.randn(slices, 5, batch, 4, dtype=torch.float64)
+    y_native, grads_native = _gradients(stack, x)
+    assert ran == [True]
+    monkeypatch.setattr(_native, "ENABLED", False)
+    y_torch, grads_torch = _gradients(stack, x)
+    torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-13)
+    for got, want in zip(grads_native, grads_torch, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * max(1.0, float(want.abs().max())))
+
+
+def test_rows_must_be_evenly_spaced_by_the_row_stride():
+    moved = torch.randn(1, 35, 20, 8).movedim(1, 0).contiguous()  # (T, 1, B, w): the size-1 dim keeps its stride
+    assert moved.stride(1) != 20 * 8 and _even_rows(moved)
+    assert _even_rows(torch.randn(35, 3, 20, 8)) and _even_rows(torch.randn(35, 20, 8))
+    assert _even_rows(torch.randn(35, 3, 20, 8)[:, :, ::2])  # every other row: still one stride apart
+    assert not _even_rows(torch.randn(35, 3, 20, 8)[:, :, :10])  # each slice's first half: a gap between slices
+    assert not _even_rows(torch.randn(35, 20, 3, 8).transpose(1, 2))  # slices inside rows
+    lone_row = torch.randn(35, 3, 8).unsqueeze(2)  # (T, K, 1, w): rows are the slices, 8 apart
+    assert _even_rows(lone_row)
+    assert not _even_rows(torch.as_strided(lone_row, lone_row.shape, (24, 8, 1000, 1)))  # stride(-2) is not theirs
+    assert not _even_rows(torch.randn(35, 20, 8)[..., ::2])  # units not contiguous
 
 
 def test_tensors_the_stages_cannot_read_fall_back_to_torch():

@@ -304,9 +304,12 @@ class NativeSteps:
 
 
 def _even_rows(tensor: torch.Tensor) -> bool:
-    """Each step's rows (over the dimensions between time and units) are evenly spaced, units contiguous (or
-    no units: nothing reads them)."""
+    """Each step's rows (over the dimensions between time and units) are evenly spaced ``stride(-2)`` apart (the
+    row stride the stages read), units contiguous (or no units: nothing reads them). A dimension of size 1 may
+    have any stride (``contiguous()`` leaves a moved one as it is): only the others space the rows."""
     if tensor.numel() == 0:
         return True
-    dims = range(1, tensor.dim() - 2)
-    return tensor.stride(-1) == 1 and all(tensor.stride(d) == tensor.stride(d + 1) * tensor.shape[d + 1] for d in dims)
+    rows = [d for d in range(1, tensor.dim() - 1) if tensor.shape[d] != 1]
+    units_contiguous = tensor.shape[-1] <= 1 or tensor.stride(-1) == 1
+    even = all(tensor.stride(a) == tensor.stride(b) * tensor.shape[b] for a, b in zip(rows, rows[1:]))
+    return units_contiguous and even and (not rows or tensor.stride(rows[-1]) == tensor.stride(-2))
