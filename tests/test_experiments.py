@@ -33,6 +33,15 @@ def _render(readme: Path, results: Path, benchmarks: Path | None = None) -> str:
     return out.stdout
 
 
+def _render_benchmarks(readme: Path, bench: Path, *sections: str) -> str:
+    """A README of the marked ``sections`` only, rendered from the benchmark JSON in ``bench`` (no experiments)."""
+    readme.write_text("".join(f"<!-- experiments:{s} -->\n<!-- /experiments:{s} -->\n" for s in sections))
+    empty = readme.parent / "empty"
+    empty.mkdir(exist_ok=True)
+    _render(readme, empty, bench)
+    return readme.read_text()
+
+
 def test_render_fills_marked_sections_and_is_idempotent(tmp_path) -> None:
     results = tmp_path / "results"
     results.mkdir()
@@ -161,14 +170,8 @@ def test_render_speed_sections_from_benchmark_json(tmp_path) -> None:
                for day, state, note, rate in ((1, "on", "", 3.0), (2, "off (x)", "old", 4.0), (3, "on", "new", 5.0))]
     (bench / "batched.json").write_text(json.dumps({"measurements": batched}))
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- experiments:batched -->\n<!-- /experiments:batched -->\n"
-                      "<!-- experiments:quick_search_ab -->\n<!-- /experiments:quick_search_ab -->\n"
-                      "<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n"
-                      "<!-- experiments:memorize_filter -->\n<!-- /experiments:memorize_filter -->\n"
-                      "<!-- experiments:window_function -->\n<!-- /experiments:window_function -->\n")
-    (tmp_path / "empty").mkdir()
-    _render(readme, tmp_path / "empty", bench)
-    text = readme.read_text()
+    text = _render_benchmarks(readme, bench, "batched", "quick_search_ab", "cell_speed", "memorize_filter",
+                              "window_function")
     assert "| lstm / nn.LSTM | gru / nn.GRU | gf-lstm / nn.LSTM x3 |" in text
     assert "| gf-lstm ms | lstm: compiled / autograd | gru: compiled / torch ops |" in text
     assert "| 64 | 1 | 1.0 | 2.50x | 1.10x | 3.00x | 5.00 | 4.40 | 30.00 | 0.80 | 0.80 |" in text
@@ -206,13 +209,10 @@ def test_cell_speed_keeps_every_run_and_marks_its_targets(tmp_path) -> None:
     assert [h["code"] for h in new["history"]] == ["c09", "c10"]
     assert new["targets"]["hm-lstm"] == {"64": TARGETS["hm-lstm"][64]}
     assert [h["code"] for h in with_history(new, new)["history"]] == ["c09", "c10", "c10"]
-    bench, readme = tmp_path / "bench", tmp_path / "README.md"
+    bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "cell_speed.json").write_text(json.dumps(new))
-    readme.write_text("<!-- experiments:cell_speed -->\n<!-- /experiments:cell_speed -->\n")
-    (tmp_path / "empty").mkdir()
-    _render(readme, tmp_path / "empty", bench)
-    text = readme.read_text()
+    text = _render_benchmarks(tmp_path / "README.md", bench, "cell_speed")
     assert "| lstm H=64 (≤ 1.5x) | lstm H=200 (≤ 1.2x) | gf-lstm H=64 (≤ 2.5x) | hm-lstm H=64 (≤ 2.5x) |" in text
     assert "| 2026-12-03 09:00 | c09 | 2.x | **1.40x** | **1.10x** | – | 2.60x |" in text
     assert "| 2026-12-03 10:00 | c10 | 2.x | **1.40x** | 1.30x | – | **2.40x** |" in text
