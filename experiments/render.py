@@ -354,16 +354,17 @@ def cell_speed_history(history: list[dict], targets: dict[str, dict[str, float]]
            "issue 15's target, given in the header):", "",
            "| measured (UTC) | code | torch | " + " | ".join(f"{c} H={h} (≤ {t:g}x)" for c, h, t in columns) + " |",
            "|---|---|---|" + "---:|" * len(columns)]
-    tally = (0, 0)
-    for entry in history:
+    def targeted(entry: dict) -> list[tuple[float | None, float]]:  # (the run's ratio or None, its target) per column
         ratio = {(r["hidden"], c): v for r in entry["runs"] if r["threads"] == 1 for c, v in r["ratio"].items()}
-        cells = [ratio.get((h, c)) for c, h, _ in columns]
-        shown = ["–" if v is None else (f"**{v:.2f}x**" if v <= t else f"{v:.2f}x") for v, (_, _, t) in zip(cells, columns)]
+        return [(ratio.get((h, c)), t) for c, h, t in columns]
+
+    for entry in history:
+        shown = ["–" if v is None else (f"**{v:.2f}x**" if v <= t else f"{v:.2f}x") for v, t in targeted(entry)]
         code = entry.get("code") or (f"recorded in {entry['recorded_in']}" if entry.get("recorded_in") else "–")
         out.append(f"| {entry['date'][:16].replace('T', ' ')} | {code} | {entry['torch']} | " + " | ".join(shown) + " |")
-        tally = (sum(v is not None and v <= t for v, (_, _, t) in zip(cells, columns)),
-                 sum(v is not None for v in cells))
-    return "\n".join(out + ["", f"The latest run meets {tally[0]} of the {tally[1]} targets it measured."])
+    latest = [(v, t) for v, t in targeted(history[-1]) if v is not None]
+    met = sum(v <= t for v, t in latest)
+    return "\n".join(out + ["", f"The latest run meets {met} of the {len(latest)} targets it measured."])
 
 
 def memorize_filter_section(path: Path) -> str:
