@@ -27,3 +27,13 @@ class MemorizeTask(CharTask):
         word = random_letters(rng, N_SYMBOLS)
         start = N_SYMBOLS + 1  # the first reproduced letter follows "="
         return f"{word}={word}.", start, start + N_SYMBOLS
+
+    def instances(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``count`` instances drawn at once: the same ids as ``count`` calls of ``instance`` (numpy draws a
+        (count, 5) block of letters from the same stream as ``count`` draws of 5)."""
+        words = rng.integers(0, len(LETTERS), size=(count, N_SYMBOLS))
+        marks = np.full((count, 1), self.alphabet.index("="), dtype=np.int64)
+        ends = np.full((count, 1), self.alphabet.index("."), dtype=np.int64)
+        rows = np.concatenate([words, marks, words, ends], axis=1)
+        lo = np.arange(count, dtype=np.int64) * rows.shape[1] + N_SYMBOLS + 1
+        return rows.ravel(), lo, lo + N_SYMBOLS

@@ -105,6 +105,20 @@ def test_memorize_targets_reproduce_inputs_and_mask_covers_them() -> None:
         assert s.targets[i] == s.inputs[i - 5] and s.targets[i] < 26
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_memorize_draws_its_instances_at_once_as_one_at_a_time(seed: int) -> None:
+    """The vectorized draw gives the very ids, spans and generator state of one ``instance`` after another, so
+    the filter's data did not change when it was vectorized."""
+    from archsearch.tasks._chars import CharTask
+
+    task = get_task("memorize")
+    fast, slow = np.random.default_rng(seed), np.random.default_rng(seed)
+    for got, want in zip(task.instances(fast, 300), CharTask.instances(task, slow, 300)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    assert fast.random() == slow.random()
+
+
 # ------------------------------------------------------------------ arithmetic
 def test_paper_example_parses() -> None:
     for text in ("3e36d9-h1h39f94eeh43keg3c=-13991064", "3e36d9-h1h39f94eeh43keg3c=-13991064."):
