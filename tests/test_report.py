@@ -153,6 +153,33 @@ def test_funnel_counts_come_from_the_driver_counters(demo_db) -> None:
     assert rows["stopped at the arithmetic gate"] == counters.get("gated_out:arithmetic", 0)
 
 
+def test_fitness_over_time_uses_the_frozen_normalizers_as_the_leaderboard_does(tmp_path) -> None:
+    """A re-evaluation that lifts the GRU above its frozen best moves neither the leaderboard nor the report's
+    curve: the curve's last point is the leaderboard's best fitness, and each dot is its cell's fitness there."""
+    from archsearch.report._data import load, timeline
+
+    url = make_demo_db(f"sqlite:///{tmp_path}/demo.db", mutants=8, failure_rate=0.0)
+    storage = open_storage(url)
+    search = storage.list_searches()[-1]
+    gru = storage.find_architecture(search.id, name="gru")
+    for task in search.config["tasks"]:
+        ev = storage.add_evaluation(gru.id, task, {"lr": 0.5, "init_scale": 1.0, "max_grad_norm": 5.0, "layers": 1,
+                                                   "params": 1_000_000}, "reeval")
+        storage.mark_running(ev.id, "w")
+        better = 1.5 * search.normalizers[task]
+        storage.record_result(ev.id, {"metric": better, "valid": better, "test": better, "epochs": 1, "seconds": 1.0,
+                                      "params": 1, "diverged": False, "history": []})
+    assert storage.normalizers(search.id) == search.normalizers
+    ranked = storage.top_k(search.id, 100, search.config["tasks"])
+    storage.close()
+
+    tl = timeline(load(url))
+    assert tl.best[-1] == pytest.approx(ranked[0][1])
+    leaderboard = {arch.name: fitness for arch, fitness, _ in ranked}
+    assert tl.arrivals and {name: fitness for name, _, _, fitness in tl.arrivals} == pytest.approx(
+        {name: leaderboard[name] for name, _, _, _ in tl.arrivals})
+
+
 def test_empty_database_says_so(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
     open_storage(url).close()

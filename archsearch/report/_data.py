@@ -184,10 +184,11 @@ class Timeline:
 
 
 def timeline(data: ReportData) -> Timeline:
-    """Replay the finished evaluations in order and recompute fitness as the search saw it.
+    """Replay the finished evaluations in order and recompute fitness after each.
 
-    Normalizers are the reference's best scores so far; an architecture counts once it
-    is (now) complete and has a score on every task.
+    Normalizers are the search's frozen ones (the reference's best when initialization ended), as on the
+    leaderboard; before a search has frozen them, the reference's best scores so far. An architecture counts
+    once it is (now) complete and has a score on every task.
     """
     tl = Timeline(per_task={t: [] for t in data.tasks})
     if not data.search or not data.tasks:
@@ -209,8 +210,7 @@ def timeline(data: ReportData) -> Timeline:
                 tl.arrivals.append((data.archs[ev.architecture_id].name, i, _minutes(data, ev), math.nan))
         if i % stride and i != len(finished):
             continue
-        norms = best.get(reference.id, {}) if reference else {}
-        _sample(data, tl, best, complete, norms, i, _minutes(data, ev))
+        _sample(data, tl, best, complete, _normalizers(data, best, reference), i, _minutes(data, ev))
     _fill_arrival_fitness(data, tl, best, reference)
     return tl
 
@@ -220,9 +220,18 @@ def _minutes(data: ReportData, ev: EvaluationRecord) -> float:
     return max(0.0, (ev.finished - data.search.created).total_seconds() / 60)
 
 
+def _normalizers(data: ReportData, best: dict[int, dict[str, float]],
+                 reference: ArchitectureRecord | None) -> dict[str, float]:
+    """The search's frozen normalizers, or (before it froze them) the reference's best scores in ``best``."""
+    assert data.search is not None
+    if data.search.normalizers is not None:
+        return data.search.normalizers
+    return best.get(reference.id, {}) if reference else {}
+
+
 def _fill_arrival_fitness(data: ReportData, tl: Timeline, best: dict, reference: ArchitectureRecord | None) -> None:
     """Give each arrival its fitness under the final normalizers (drop those without one)."""
-    norms = best.get(reference.id, {}) if reference else {}
+    norms = _normalizers(data, best, reference)
     if not all(norms.get(t, 0.0) > 0 for t in data.tasks):
         tl.arrivals = []
         return

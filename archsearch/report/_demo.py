@@ -44,6 +44,7 @@ def make_demo_db(url: str, mutants: int = 20, settings: int = 3, seed: int = 0, 
     search = storage.create_search(name, config.to_dict(), seed)
     sim = _Simulation(storage, search.id, config, rng, failure_rate)
     sim.seeds()
+    storage.freeze_normalizers(search.id, storage.normalizers(search.id, config.reference))  # as the driver does
     for step in range(mutants):
         sim.step(step)
     storage.add_counts(search.id, dict(sim.counts))

@@ -111,8 +111,9 @@ def _fitness(data: D.ReportData, plots: Plots) -> str:
     tl = D.timeline(data)
     if not any(v is not None for v in tl.best):
         return head + "<p class=muted>No architecture has a fitness yet (the reference needs a result on every task).</p>"
-    return (head + "<p class=muted>Fitness as the search saw it after each finished evaluation (normalizers = the "
-            "reference's best so far); dotted lines: the best normalized score on each task by any cell; dots: each "
+    norms = ("the search's frozen normalizers, as on the leaderboard" if data.search and data.search.normalizers
+             else "normalizers = the reference's best so far, until the search freezes them")
+    return (head + f"<p class=muted>Fitness after each finished evaluation ({norms}); dotted lines: the best normalized score on each task by any cell; dots: each "
             "architecture on the list when it got its last task score, at its fitness now.</p>" + plots.timeline(tl))
 
 
