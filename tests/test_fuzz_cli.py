@@ -2,7 +2,8 @@
 
 Cell JSON files (seed cells with values replaced, keys dropped, garbage added, text cut, random bytes)
 go to ``show``, ``export``, ``mutate`` and ``train --cell``; random argument vectors go to every
-command. Each case must succeed or fail with exactly one ``archsearch: error:`` line and exit 1:
+command (``cells``, ``show``, ``export``, ``mutate``, ``leaderboard``, ``report``, ``train``, ``search``,
+``baselines``, ``db``). Each case must succeed or fail with exactly one ``archsearch: error:`` line and exit 1:
 never a traceback, never a hang (a per-case alarm), never a changed input file.
 
 The CI run is in-process and small; ``pytest -m slow tests/test_fuzz_cli.py`` runs many more examples.
@@ -219,17 +220,25 @@ OPTIONS: dict[str, dict[str, list[str] | None]] = {
                "--plots": ["svg", "png"], "--force": None},
     "train": {"--cell": ["gru", "nope", "{w}"], "--task": TEXTS, "--lr": NUMBERS, "--init-scale": NUMBERS,
               "--max-grad-norm": NUMBERS, "--layers": NUMBERS, "--params": NUMBERS, "--seed": NUMBERS,
-              "--threads": NUMBERS, "--scale": ["tiny", "huge"], "--allow-any": None, "--json": None},
+              "--threads": NUMBERS, "--scale": ["tiny", "huge"], "--allow-any": None, "--json": None,
+              "--data-dir": PATHS},
     "search": {"--preset": ["quick", "paper", "nope"], "--name": TEXTS, "--seed": NUMBERS, "--workers": NUMBERS,
                "--max-evaluations": NUMBERS, "--time-limit": NUMBERS, "--batch-settings": NUMBERS,
                "--gpus-per-eval": NUMBERS, "--cpus-per-eval": NUMBERS, "--max-retries": NUMBERS,
-               "--report": PATHS, "--data-dir": PATHS, "--force": None, "--device": ["cpu", "gpu"]},
+               "--report": PATHS, "--data-dir": PATHS, "--force": None, "--device": ["cpu", "gpu"],
+               "--strategy": ["evolution", "random", "nope"], "--ray": None, "--ray-address": ["", "auto", "nosuch:1"],
+               "--take-over": None, "--no-live": None},
+    "baselines": {"--tasks": TEXTS, "--cells": ["gru", "nope", "{w}", ""], "--settings": NUMBERS,
+                  "--scale": ["ci", "huge"], "--seed": NUMBERS, "--data-dir": PATHS, "--device": ["cpu", "tpu"],
+                  "--threads": NUMBERS, "--jobs": NUMBERS, "--batch-settings": NUMBERS, "--json": None},
+    "db": {"--db": ["{db}", "sqlite:///{w}/none.db", "nosuch://x", "{w}"]},
     "cells": {},
 }
-POSITIONAL = {"show": ["gru", "1", "nope", "{w}", ""], "export": ["gru", "1", "nope", ""], "mutate": ["gru", "nope", ""]}
+POSITIONAL = {"show": ["gru", "1", "nope", "{w}", ""], "export": ["gru", "1", "nope", ""], "mutate": ["gru", "nope", ""],
+              "db": ["current", "upgrade", "nope", ""]}
 # appended last so that a vector that is otherwise valid stops before long work (training, a search)
 LAST = {"train": ["--device", "tpu"], "search": ["--db", "sqlite:///{w}/search.db", "--tasks", "no-such-task"],
-        "report": ["--plots", "svg"]}
+        "report": ["--plots", "svg"], "baselines": ["--tasks", "no-such-task"]}
 
 
 @st.composite
@@ -248,6 +257,23 @@ def argument_vectors(draw) -> list[str]:
     if draw(st.integers(0, 9)) == 0:
         argv.insert(draw(st.integers(0, len(argv))), draw(st.sampled_from(["--nope", "-x", "--", "--debug=1"])))
     return [a.replace("{w}", str(WORK)).replace("{db}", f"sqlite:///{_database()}") for a in argv]
+
+
+def test_the_argument_fuzzer_covers_every_command_and_option() -> None:
+    """A new command or option is fuzzed as soon as it exists (``-h`` aside)."""
+    import argparse
+
+    from archsearch.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(OPTIONS) == set(sub.choices)
+    for command, parser in sub.choices.items():
+        if command == "db":  # options live on its actions
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["current"]
+        fuzzed = set(OPTIONS[command]) | set(LAST.get(command, []))
+        missing = [a.option_strings for a in parser._actions
+                   if a.option_strings and a.dest != "help" and not fuzzed & set(a.option_strings)]
+        assert not missing, f"{command}: {missing} never fuzzed"
 
 
 def _vector_case(argv: list[str]) -> None:

@@ -32,8 +32,10 @@ def demo_url(tmp_path_factory) -> str:
         ["show", "1", "--json"],
         ["show", "2"],
         ["report", "-o", "{tmp}/report.html"],
+        ["db", "current"],
+        ["db", "upgrade"],
     ],
-    ids=["leaderboard", "leaderboard-json", "show-json", "show", "report"],
+    ids=["leaderboard", "leaderboard-json", "show-json", "show", "report", "db-current", "db-upgrade"],
 )
 def test_read_commands_do_not_import_torch_or_ray(demo_url, tmp_path, argv):
     argv = [a.format(tmp=tmp_path) for a in argv] + ["--db", demo_url]
