@@ -126,3 +126,16 @@ def test_baselines_text_shows_separation_and_time(capsys) -> None:
     assert lines[1].split() == ["arithmetic:", "1.800", "[1.200-2.400]", "paper", "3.02"]
     assert lines[2].split()[:2] == ["memorize:", "-"]
     assert lines[3] == "8 runs: 12.3 s wall, 10.0 s CPU per run"
+
+
+def test_train_help_names_the_tasks_with_other_default_settings() -> None:
+    """``--help`` says what ``train`` actually uses when a flag is left out (memorize has its own defaults)."""
+    from archsearch.cli._train import DEFAULT_SETTINGS
+
+    run = subprocess.run([sys.executable, "-m", "archsearch", "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    text = " ".join(run.stdout.split())
+    assert run.returncode == 0 and DEFAULT_SETTINGS
+    for task, values in DEFAULT_SETTINGS.items():
+        for value in values.values():
+            assert f"{task}: {value:g}" in text

@@ -29,6 +29,12 @@ DEFAULT_SETTINGS: dict[str, dict[str, float]] = {
 }
 
 
+def _default_help(name: str, default: float) -> str:
+    """``default`` and the tasks that default to another value (``DEFAULT_SETTINGS``), for ``--help``."""
+    others = [f"{task}: {values[name]:g}" for task, values in DEFAULT_SETTINGS.items() if name in values]
+    return f"{default:g}" + (f"; {', '.join(others)}" if others else "")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from archsearch.train import MAX_LAYERS, MAX_PARAMS
 
@@ -36,9 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cell", required=True, help="a seed name or a cell JSON file")
     p.add_argument("--task", required=True, help="task name (see archsearch.tasks.task_names())")
     add_run_options(p)
-    p.add_argument("--lr", type=positive_float, help=f"SGD learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--init-scale", type=positive_float, help=f"weights ~ U[-x, x], x = scale/sqrt(n) (default {DEFAULT_INIT_SCALE:g})")
-    p.add_argument("--max-grad-norm", type=positive_float, help=f"gradient clipping norm (default {DEFAULT_MAX_GRAD_NORM:g})")
+    p.add_argument("--lr", type=positive_float, help=f"SGD learning rate (default {_default_help('lr', DEFAULT_LR)})")
+    p.add_argument("--init-scale", type=positive_float,
+                   help=f"weights ~ U[-x, x], x = scale/sqrt(n) (default {_default_help('init_scale', DEFAULT_INIT_SCALE)})")
+    p.add_argument("--max-grad-norm", type=positive_float,
+                   help=f"gradient clipping norm (default {_default_help('max_grad_norm', DEFAULT_MAX_GRAD_NORM)})")
     p.add_argument("--layers", type=int_range(1, MAX_LAYERS), help=f"stacked layers (default {DEFAULT_LAYERS})")
     p.add_argument("--params", type=int_range(1, MAX_PARAMS),
                    help="parameter budget before the scale's factor (default: the task's first)")
