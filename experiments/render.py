@@ -27,6 +27,8 @@ from scipy.stats import spearmanr
 from archsearch.baselines import PAPER_TABLE1, best_of, bootstrap, paper_separation, paper_task, score_matrix, separation
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from separation import TARGETS  # noqa: E402  (issue 12's targets live with the benchmark that measures them)
 SCALE_ORDER = ["tiny", "small", "paper"]
 
 
@@ -147,12 +149,39 @@ def separation_section(docs: list[dict[str, Any]]) -> str:
             when = m["start"].get("time", "–")[:16]
             out.append(f"| `{doc['scale']}` | {when} | {cells[0]} | {cells[1]} | {m['wall_seconds'] / 60:.1f} min | "
                        f"{m['cpu_seconds'] / 60:.1f} min | {_batch_settings(m)} | {load} | {m.get('note', '')} |")
+    out += ["", *(line for doc in docs if doc["scale"] in TARGETS for line in _separation_tally(doc))]
+    out.pop()  # the blank line after the last tally; the command line below brings its own
     commands = sorted({_command(m) for doc in docs for m in doc["measurements"]})
     out.append("")
     out.append("Command: " + "; ".join(f"`{c}`" for c in commands) + " (timed by `experiments/separation.py`; CPU is "
                "the command and its worker processes; batched: the command's `--batch-settings`, 1 for one run at a "
                "time).")
     return "\n".join(out)
+
+
+def _separation_tally(doc: dict[str, Any]) -> list[str]:
+    """What the newest measurement of a scale met of issue 12's targets, and the spread of the measurements made
+    with the same training config (the scale as it is now)."""
+    targets, newest = TARGETS[doc["scale"]], doc["measurements"][-1]
+    same = [m for m in doc["measurements"] if m.get("train_config") == newest.get("train_config")]
+    checks = [(task, _separation_value(newest, task), "", ">=", targets[task]) for task in ("arithmetic", "xml")]
+    checks.append(("wall", newest["wall_seconds"] / 60, " min", "<=", targets["minutes"]))
+    met = {name: v >= t if op == ">=" else v <= t for name, v, _, op, t in checks if v is not None}
+    said = ", ".join(f"{name} {v:.2f}{unit} ({'≥' if op == '>=' else '≤'} {t:g}{unit}: "
+                     f"{'met' if met[name] else '**not met**'})" for name, v, unit, op, t in checks if v is not None)
+    walls = [m["wall_seconds"] / 60 for m in same]
+    spreads = []
+    for task in ("arithmetic", "xml"):
+        values = [v for v in (_separation_value(m, task) for m in same) if v is not None]
+        spreads.append(f"{task} {min(values):.2f}–{max(values):.2f}" if values else f"{task} –")
+    return [f"`{doc['scale']}`, newest run ({newest['start'].get('time', '–')[:16]}): {said}; {sum(met.values())} of "
+            f"{len(met)} targets met. Runs with the scale as it is now (the same training config): {len(same)}, "
+            f"{', '.join(spreads)}, wall {min(walls):.1f}–{max(walls):.1f} min "
+            f"({sum(w <= targets['minutes'] for w in walls)} within {targets['minutes']:g} min, whatever the load).", ""]
+
+
+def _separation_value(measurement: dict[str, Any], task: str) -> float | None:
+    return ((measurement["separation"].get(task) or {}).get("estimate") or {}).get("value")
 
 
 def _difficulty(task: str, config: dict[str, Any]) -> str:
