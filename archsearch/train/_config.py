@@ -249,9 +249,9 @@ SCALES: dict[str, TrainConfig] = {
     # tests only: 24 SGD steps at 2% of the paper's budgets on the paper's tasks (exercises the machinery in
     # seconds; learns nothing)
     "ci": _CI,
-    # ~10-30 s of CPU per run: the quick search and a laptop's baselines (easier tasks, see above)
+    # ~10-40 s of CPU per run: the quick search and a laptop's baselines (easier tasks, see above)
     "tiny": _TINY,
-    # ~1.5-2.5 min of CPU per run: a workstation's search and baselines (harder arithmetic, 4x tiny's steps, see above)
+    # ~1-2.5 min of CPU per run: a workstation's search and baselines (harder arithmetic, 4x tiny's steps, see above)
     "small": _SMALL,
     # the paper's sizes, schedules and task difficulty (hours per run on CPU; use GPUs)
     "paper": TrainConfig(
