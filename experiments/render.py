@@ -281,7 +281,11 @@ def quick_run_section(path: Path) -> str:
     gated = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("gated_out:")}
     stopped = [cell["best"][tasks[0]] for cell in doc["cells"] if cell["stage"].startswith(f"gated_out:{tasks[0]}")]
     seeds = {cell["name"]: cell["best"] for cell in doc["cells"] if cell["origin"] != "mutant"}
+    when = doc.get("conditions") or {}
+    code = f", code {when['code']}" if when.get("code") else ""
     lines = [
+        f"Measured {when.get('time', '–')[:16]} (torch {when.get('torch', '–')}{code}, load average "
+        f"{(when.get('load_average') or ['–'])[0]:.1f} at the start): "
         f"`{doc['command']}` took **{t['wall_seconds'] / 60:.1f} min** wall ({(t['user_seconds'] + t['system_seconds']) / 60:.1f} "
         f"min of CPU, peak memory {t['max_rss_kb'] / 1e6:.1f} GB) and made **{doc['evaluations']} evaluations**. "
         f"Children: {c.get('proposed', 0)} proposed, {c.get('filtered_out', 0)} stopped by the filter, "

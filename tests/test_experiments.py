@@ -380,3 +380,27 @@ def test_a_results_file_has_one_writer(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert len(json.loads(out.read_text())["runs"]) == 1
     assert len(_common.load(out, {}, False)["runs"]) == 1  # and this process may claim it now
+
+
+def test_render_quick_run_says_when_and_on_what_it_ran(tmp_path) -> None:
+    """The main job's numbers carry their date, torch and code, so a stale measurement reads as one."""
+    results = tmp_path / "results"
+    results.mkdir()
+    cells = [{"name": "gru", "origin": "seed", "stage": "complete", "best": {"arithmetic": 0.9, "xml": 0.6}},
+             {"name": "gru~1", "origin": "mutant", "stage": "gated_out:arithmetic:1", "best": {"arithmetic": 0.6}}]
+    doc = {"command": "archsearch search --preset quick", "evaluations": 12, "config": {"tasks": ["arithmetic", "xml"]},
+           "conditions": {"time": "2026-12-04 05:00:00 UTC", "torch": "2.13.0+cpu", "code": "abc1234",
+                          "load_average": [0.4, 0, 0]},
+           "timing": {"wall_seconds": 600.0, "user_seconds": 900.0, "system_seconds": 60.0, "max_rss_kb": 1.2e6},
+           "counters": {"proposed": 3, "filtered_out": 1, "gated_out:arithmetic": 1, "completed": 1,
+                        "source:task:random": 2},
+           "normalizers": {"arithmetic": 0.9, "xml": 0.6}, "cells": cells,
+           "leaderboard": [{"name": "gru", "fitness": 1.0, "scores": {"arithmetic": 1.0, "xml": 1.0}}]}
+    (results / "quick_run.json").write_text(json.dumps(doc))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- experiments:quick_run -->\n<!-- /experiments:quick_run -->\n")
+    _render(readme, results, tmp_path / "empty")
+    text = readme.read_text()
+    assert ("Measured 2026-12-04 05:00 (torch 2.13.0+cpu, code abc1234, load average 0.4 at the start): "
+            "`archsearch search --preset quick` took **10.0 min** wall (16.0 min of CPU") in text
+    assert "| gru | 1.000 | 1.000 | 1.000 |" in text
