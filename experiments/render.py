@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,25 +160,44 @@ def separation_section(docs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+@dataclass(frozen=True)
+class _Check:
+    """One measured value against one of issue 12's targets."""
+
+    name: str
+    value: float
+    bound: float
+    at_least: bool  # the target is a floor (a separation), else a ceiling (minutes)
+    unit: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.bound if self.at_least else self.value <= self.bound
+
+    def __str__(self) -> str:
+        relation = "≥" if self.at_least else "≤"
+        verdict = "met" if self.met else "**not met**"
+        return f"{self.name} {self.value:.2f}{self.unit} ({relation} {self.bound:g}{self.unit}: {verdict})"
+
+
 def _separation_tally(doc: dict[str, Any]) -> list[str]:
     """What the newest measurement of a scale met of issue 12's targets, and the spread of the measurements made
     with the same training config (the scale as it is now)."""
     targets, newest = TARGETS[doc["scale"]], doc["measurements"][-1]
     same = [m for m in doc["measurements"] if m.get("train_config") == newest.get("train_config")]
-    checks = [(task, _separation_value(newest, task), "", ">=", targets[task]) for task in ("arithmetic", "xml")]
-    checks.append(("wall", newest["wall_seconds"] / 60, " min", "<=", targets["minutes"]))
-    met = {name: v >= t if op == ">=" else v <= t for name, v, _, op, t in checks if v is not None}
-    said = ", ".join(f"{name} {v:.2f}{unit} ({'≥' if op == '>=' else '≤'} {t:g}{unit}: "
-                     f"{'met' if met[name] else '**not met**'})" for name, v, unit, op, t in checks if v is not None)
+    checks = [_Check(task, value, targets[task], at_least=True) for task in ("arithmetic", "xml")
+              if (value := _separation_value(newest, task)) is not None]
+    checks.append(_Check("wall", newest["wall_seconds"] / 60, targets["minutes"], at_least=False, unit=" min"))
     walls = [m["wall_seconds"] / 60 for m in same]
     spreads = []
     for task in ("arithmetic", "xml"):
         values = [v for v in (_separation_value(m, task) for m in same) if v is not None]
         spreads.append(f"{task} {min(values):.2f}–{max(values):.2f}" if values else f"{task} –")
-    return [f"`{doc['scale']}`, newest run ({newest['start'].get('time', '–')[:16]}): {said}; {sum(met.values())} of "
-            f"{len(met)} targets met. Runs with the scale as it is now (the same training config): {len(same)}, "
-            f"{', '.join(spreads)}, wall {min(walls):.1f}–{max(walls):.1f} min "
-            f"({sum(w <= targets['minutes'] for w in walls)} within {targets['minutes']:g} min, whatever the load).", ""]
+    return [f"`{doc['scale']}`, newest run ({newest['start'].get('time', '–')[:16]}): "
+            f"{', '.join(map(str, checks))}; {sum(c.met for c in checks)} of {len(checks)} targets met. Runs with the "
+            f"scale as it is now (the same training config): {len(same)}, {', '.join(spreads)}, wall "
+            f"{min(walls):.1f}–{max(walls):.1f} min ({sum(w <= targets['minutes'] for w in walls)} within "
+            f"{targets['minutes']:g} min, whatever the load).", ""]
 
 
 def _separation_value(measurement: dict[str, Any], task: str) -> float | None:
@@ -283,9 +303,9 @@ def quick_run_section(path: Path) -> str:
     seeds = {cell["name"]: cell["best"] for cell in doc["cells"] if cell["origin"] != "mutant"}
     when = doc.get("conditions") or {}
     code = f", code {when['code']}" if when.get("code") else ""
+    load = f", load average {when['load_average'][0]:.1f} at the start" if when.get("load_average") else ""
     lines = [
-        f"Measured {when.get('time', '–')[:16]} (torch {when.get('torch', '–')}{code}, load average "
-        f"{(when.get('load_average') or ['–'])[0]:.1f} at the start): "
+        f"Measured {when.get('time', '–')[:16]} (torch {when.get('torch', '–')}{code}{load}): "
         f"`{doc['command']}` took **{t['wall_seconds'] / 60:.1f} min** wall ({(t['user_seconds'] + t['system_seconds']) / 60:.1f} "
         f"min of CPU, peak memory {t['max_rss_kb'] / 1e6:.1f} GB) and made **{doc['evaluations']} evaluations**. "
         f"Children: {c.get('proposed', 0)} proposed, {c.get('filtered_out', 0)} stopped by the filter, "
