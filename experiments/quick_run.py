@@ -57,6 +57,17 @@ def run_quick(folder: Path) -> tuple[str, dict[str, float]]:
                  "system_seconds": after.ru_stime - before.ru_stime, "max_rss_kb": float(after.ru_maxrss)}
 
 
+def _created(url: str) -> str:
+    """When the quick search in ``url`` was created (UTC), as ``conditions()`` writes times."""
+    from archsearch.storage import open_storage
+
+    storage = open_storage(url, read_only=True)
+    try:
+        return storage.get_search("quick").created.strftime("%Y-%m-%d %H:%M:%S UTC")
+    finally:
+        storage.close()
+
+
 def summarize(url: str) -> dict:
     from archsearch.search import SearchConfig
     from archsearch.storage import open_storage
@@ -87,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--db and --time-log go together")
     start = conditions()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.db:
+        if args.db:  # measured earlier: when the search was created; the load then is unknown
             url, timing = args.db, parse_time_log(args.time_log.read_text())
+            start = {**{k: v for k, v in start.items() if k != "load_average"}, "time": _created(url)}
         else:
             url, timing = run_quick(Path(tmp))
         data = {"experiment": "quick_run", "command": "archsearch search --preset quick", "timing": timing,
