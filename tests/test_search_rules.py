@@ -397,7 +397,7 @@ def test_the_medium_preset_is_the_quick_structure_at_small(tmp_path) -> None:
     """A whole `medium` search (canned results): LSTM and GRU seeds, 2 settings a task, and every job trains with
     the `small` scale's config (8,000-step runs, its harder tasks, its filter), which the search stores."""
     from archsearch.search import preset
-    from archsearch.train import FILTER_OVERRIDES, scale_config
+    from archsearch.train import FILTER_OVERRIDES, TASK_OVERRIDES, scale_config
 
     cfg = preset("medium").with_overrides(seed=3)
     executor = CannedExecutor()
@@ -408,11 +408,12 @@ def test_the_medium_preset_is_the_quick_structure_at_small(tmp_path) -> None:
     assert {a.name for a in storage.list_architectures(record.id) if a.origin == "seed"} == {"lstm", "gru"}
     small = scale_config("small")
     for job in executor.jobs:
-        expected = FILTER_OVERRIDES["small"]["max_epochs"] if job.task == "memorize" else small.max_epochs
-        assert job.train_config["max_epochs"] == expected
+        own = {"memorize": FILTER_OVERRIDES["small"], **TASK_OVERRIDES["small"]}.get(job.task, {})
+        assert job.train_config["max_epochs"] == own.get("max_epochs", small.max_epochs)
         if job.task == "xml":
             assert job.train_config["xml_max_tag_length"] == small.xml_max_tag_length == 6
-    assert record.config["train_configs"]["arithmetic"]["arithmetic_max_digits"] == 2
+    arithmetic = record.config["train_configs"]["arithmetic"]
+    assert arithmetic["arithmetic_max_digits"] == 4 and arithmetic["max_epochs"] == 3 * small.max_epochs
     assert any(a.origin == "mutant" for a in storage.list_architectures(record.id))
 
 

@@ -193,6 +193,17 @@ def test_memorize_config_is_the_filter() -> None:
     assert task_config("small", get_task("xml")) == scale_config("small")
 
 
+def test_a_scale_can_train_one_task_longer() -> None:
+    """`small` trains arithmetic (4-digit sums) 3x as long as XML; only that task's config changes."""
+    from archsearch.train import TASK_OVERRIDES
+
+    small, arithmetic = scale_config("small"), task_config("small", get_task("arithmetic"))
+    assert arithmetic.max_epochs == TASK_OVERRIDES["small"]["arithmetic"]["max_epochs"] == 3 * small.max_epochs
+    assert arithmetic == small.with_overrides(max_epochs=arithmetic.max_epochs)
+    assert task_config("small", get_task("ptb-mini")) == small
+    assert task_config("tiny", get_task("arithmetic")) == scale_config("tiny")
+
+
 def test_scale_difficulty_reaches_the_generated_task() -> None:
     from dataclasses import replace
 

@@ -3,6 +3,7 @@
 from archsearch._lazy import lazy_getattr
 from archsearch.train._config import (
     FILTER_OVERRIDES,
+    TASK_OVERRIDES,
     FILTER_THRESHOLD,
     INIT_SCALES,
     LAYERS,
@@ -37,6 +38,7 @@ __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "FILTER_OVERRIDES",
+    "TASK_OVERRIDES",
     "FILTER_THRESHOLD",
     "INIT_SCALES",
     "BatchedSequenceModel",
