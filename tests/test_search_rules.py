@@ -413,7 +413,7 @@ def test_the_medium_preset_is_the_quick_structure_at_small(tmp_path) -> None:
         if job.task == "xml":
             assert job.train_config["xml_max_tag_length"] == small.xml_max_tag_length == 6
     arithmetic = record.config["train_configs"]["arithmetic"]
-    assert arithmetic["arithmetic_max_digits"] == 4 and arithmetic["max_epochs"] == 3 * small.max_epochs
+    assert arithmetic["arithmetic_max_digits"] == 4 and arithmetic["max_epochs"] == 4 * small.max_epochs
     assert any(a.origin == "mutant" for a in storage.list_architectures(record.id))
 
 

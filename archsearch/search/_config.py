@@ -169,8 +169,8 @@ PRESETS: dict[str, SearchConfig] = {
         filter_threshold=0.25,
         filter_overrides={"max_epochs": 6},  # 120 minibatches of the filter's 25K-parameter model
     ),
-    # The quick search's structure (LSTM and GRU seeds, few settings) at the `small` scale (8,000-step runs on
-    # harder tasks, which separate the gated cells better; README "Signal"): 1-2.5 CPU-minutes a run, a few hours
+    # The quick search's structure (LSTM and GRU seeds, few settings) at the `small` scale (longer runs on harder
+    # tasks, which separate the gated cells better; README "Signal"): 1-4 CPU-minutes a run, a few hours
     # for a few hundred evaluations on 2 cores. The evolution-versus-random experiment at `small` uses it.
     "medium": SearchConfig(
         name="medium",
