@@ -189,15 +189,22 @@ def _separation_tally(doc: dict[str, Any]) -> list[str]:
               if (value := _separation_value(newest, task)) is not None]
     checks.append(_Check("wall", newest["wall_seconds"] / 60, targets["minutes"], at_least=False, unit=" min"))
     walls = [m["wall_seconds"] / 60 for m in same]
-    spreads = []
-    for task in ("arithmetic", "xml"):
-        values = [v for v in (_separation_value(m, task) for m in same) if v is not None]
-        spreads.append(f"{task} {min(values):.2f}–{max(values):.2f}" if values else f"{task} –")
+    values = {task: [v for v in (_separation_value(m, task) for m in same) if v is not None]
+              for task in ("arithmetic", "xml")}
+    spreads = [f"{task} {_spread(v, '{:.2f}')}" for task, v in values.items()]
     return [f"`{doc['scale']}`, newest run ({newest['start'].get('time', '–')[:16]}): "
             f"{', '.join(map(str, checks))}; {sum(c.met for c in checks)} of {len(checks)} targets met. Runs with the "
             f"scale as it is now (the same training config): {len(same)}, {', '.join(spreads)}, wall "
-            f"{min(walls):.1f}–{max(walls):.1f} min ({sum(w <= targets['minutes'] for w in walls)} within "
+            f"{_spread(walls, '{:.1f}')} min ({sum(w <= targets['minutes'] for w in walls)} within "
             f"{targets['minutes']:g} min, whatever the load).", ""]
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """``low–high`` of ``values`` in ``fmt``, one value when they agree to that precision, ``–`` when none."""
+    if not values:
+        return "–"
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}–{high}"
 
 
 def _separation_value(measurement: dict[str, Any], task: str) -> float | None:

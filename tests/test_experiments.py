@@ -54,9 +54,12 @@ def test_render_fills_marked_sections_and_is_idempotent(tmp_path) -> None:
         "start": {"load_average": [0.5, 0, 0]}, "end": {"load_average": [2.0, 0, 0]}}]}
     (results / "separation_tiny.json").write_text(json.dumps(sep))
     small = {"value": 1.8, "low": 1.7, "high": 1.9}
-    (results / "separation_small.json").write_text(json.dumps({**sep, "scale": "small", "measurements": [
-        {**sep["measurements"][0], "wall_seconds": 1500.0, "separation": {"arithmetic": {"estimate": small},
-                                                                          "xml": {"estimate": est}}}]}))
+    newest = {**sep["measurements"][0], "wall_seconds": 1500.0, "separation": {"arithmetic": {"estimate": small},
+                                                                               "xml": {"estimate": est}}}
+    older = {**newest, "wall_seconds": 1400.0, "separation": {"arithmetic": {"estimate": {**small, "value": 1.6}},
+                                                               "xml": {"estimate": est}}}
+    (results / "separation_small.json").write_text(json.dumps({**sep, "scale": "small",
+                                                               "measurements": [older, newest]}))
     readme = tmp_path / "README.md"
     prose = "# Title\n\nProse stays.\n\n"
     readme.write_text(prose + "<!-- experiments:table1 -->\nold\n<!-- /experiments:table1 -->\n\nmiddle\n\n"
@@ -76,9 +79,10 @@ def test_render_fills_marked_sections_and_is_idempotent(tmp_path) -> None:
     assert "`archsearch baselines --scale tiny --batch-settings 1`" in text  # made before the option: one by one
     # each scale's newest run against issue 12's targets (experiments/separation.py TARGETS)
     assert ("`tiny`, newest run (–): arithmetic 1.90 (≥ 1.5: met), wall 4.50 min (≤ 5 min: met); 2 of 2 targets "
-            "met. Runs with the scale as it is now (the same training config): 1, arithmetic 1.90–1.90, xml –") in text
+            "met. Runs with the scale as it is now (the same training config): 1, arithmetic 1.90, xml –, wall 4.5 min") in text
     assert ("`small`, newest run (–): arithmetic 1.80 (≥ 2: **not met**), xml 1.90 (≥ 1.25: met), wall 25.00 min "
-            "(≤ 20 min: **not met**); 1 of 3 targets met.") in text
+            "(≤ 20 min: **not met**); 1 of 3 targets met. Runs with the scale as it is now (the same training "
+            "config): 2, arithmetic 1.60–1.80, xml 1.90, wall 23.3–25.0 min (0 within 20 min") in text
     assert "unchanged" in _render(readme, results) and readme.read_text() == text
 
 
