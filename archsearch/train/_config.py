@@ -230,9 +230,9 @@ _TINY = TrainConfig(
 )
 # `small` (calibrated by experiments/calibrate.py, sweeps small-*): tiny's models on harder tasks with more steps:
 # arithmetic on operands of up to 4 digits among 1 distractor letter per gap, trained up to 32,000 SGD steps (640
-# epochs of 50 minibatches, TASK_OVERRIDES), and XML tags of 2-6 letters in 8,000 steps (160 epochs). A cell without memory is
-# right on ~0.34 of the scored arithmetic characters with 4-digit operands (2 digits: ~0.49, 1 digit: ~0.61), so the
-# separation can reach ~3 instead of tiny's ~1.65. At 2 digits the LSTM and GRU would have to be nearly perfect
+# epochs of 50 minibatches, TASK_OVERRIDES), and XML tags of 2-6 letters in 8,000 steps (160 epochs). A cell
+# without memory is right on ~0.34 of the scored arithmetic characters with 4-digit operands (2 digits: ~0.49,
+# 1 digit: ~0.61), so the separation can reach ~3 instead of tiny's ~1.65. At 2 digits the LSTM and GRU would have to be nearly perfect
 # to reach a separation of 2 (24,000 steps: 0.96 and 0.87); at 4 digits, lr 0.2, they reached 0.75 and 0.73 in
 # 24,000 steps (still rising; 16,000: 0.70, 0.69) while the tanh RNN and LSTM-f stayed at 0.36. With 3 distractors
 # per gap the gated cells learned more slowly. On tiny's XML (tags of 2-4 letters) 8,000 steps let the tanh RNN
@@ -280,7 +280,8 @@ SETTING_SPACES: dict[str, SettingSpace] = {
     # plateau, and at 25K parameters (the 250K budget x 0.1) the LSTM did not learn XML (README "Signal")
     "tiny": _SHORT_RUN_SPACE,
     # tiny's cells on harder tasks, without lr 0.5: there the GRU on 3-digit arithmetic (0.61 against 0.86 at lr
-    # 0.2, 16,000 steps) and the LSTM on XML (0.47 against 0.58) learned less (sweeps small-arith3-16k, small-xml4-tag6-8k)
+    # 0.2, 16,000 steps) and the LSTM on XML (0.47 against 0.58) learned less (sweeps small-arith3-16k and
+    # small-xml4-tag6-8k)
     "small": SettingSpace(lrs=(0.2, 0.3), layers=(1,), largest_budget=True),
 }
 
