@@ -3,7 +3,6 @@
 from archsearch._lazy import lazy_getattr
 from archsearch.train._config import (
     FILTER_OVERRIDES,
-    TASK_OVERRIDES,
     FILTER_THRESHOLD,
     INIT_SCALES,
     LAYERS,
@@ -14,6 +13,7 @@ from archsearch.train._config import (
     PAPER_SPACE,
     SCALES,
     SETTING_SPACES,
+    TASK_OVERRIDES,
     HyperParams,
     LRSchedule,
     SettingSpace,
@@ -38,7 +38,6 @@ __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "FILTER_OVERRIDES",
-    "TASK_OVERRIDES",
     "FILTER_THRESHOLD",
     "INIT_SCALES",
     "BatchedSequenceModel",
@@ -50,6 +49,7 @@ __all__ = [
     "PAPER_SPACE",
     "SCALES",
     "SETTING_SPACES",
+    "TASK_OVERRIDES",
     "HyperParams",
     "LRSchedule",
     "SequenceModel",

@@ -232,13 +232,13 @@ _TINY = TrainConfig(
 # arithmetic on operands of up to 4 digits among 1 distractor letter per gap, trained up to 32,000 SGD steps (640
 # epochs of 50 minibatches, TASK_OVERRIDES), and XML tags of 2-6 letters in 8,000 steps (160 epochs). A cell
 # without memory is right on ~0.34 of the scored arithmetic characters with 4-digit operands (2 digits: ~0.49,
-# 1 digit: ~0.61), so the separation can reach ~3 instead of tiny's ~1.65. At 2 digits the LSTM and GRU would have to be nearly perfect
-# to reach a separation of 2 (24,000 steps: 0.96 and 0.87); at 4 digits, lr 0.2, they reached 0.75 and 0.73 in
-# 24,000 steps (still rising; 16,000: 0.70, 0.69) while the tanh RNN and LSTM-f stayed at 0.36. With 3 distractors
-# per gap the gated cells learned more slowly. On tiny's XML (tags of 2-4 letters) 8,000 steps let the tanh RNN
-# learn the short closing tags by rote (0.61 against the LSTM's 0.67; documents of up to 6 steps: 0.59 against
-# 0.65); with tags of 2-6 letters it stays at 0.44 while the LSTM and GRU reach 0.58 and 0.60 (at lr 0.2; 2-8
-# letters: no cell learns).
+# 1 digit: ~0.61), so the separation can reach ~3 instead of tiny's ~1.65. At 2 digits the LSTM and GRU would
+# have to be nearly perfect to reach a separation of 2 (24,000 steps: 0.96 and 0.87); at 4 digits, lr 0.2, they
+# reached 0.75 and 0.73 in 24,000 steps (still rising; 16,000: 0.70, 0.69) while the tanh RNN and LSTM-f stayed at
+# 0.36. With 3 distractors per gap the gated cells learned more slowly. On tiny's XML (tags of 2-4 letters) 8,000
+# steps let the tanh RNN learn the short closing tags by rote (0.61 against the LSTM's 0.67; documents of up to 6
+# steps: 0.59 against 0.65); with tags of 2-6 letters it stays at 0.44 while the LSTM and GRU reach 0.58 and 0.60 (at
+# lr 0.2; 2-8 letters: no cell learns).
 _SMALL = replace(
     _TINY,
     max_epochs=160,
@@ -298,15 +298,6 @@ def scale_config(scale: str) -> TrainConfig:
     return SCALES[scale]
 
 
-# Fields that differ, at a scale, for one task only (task_config applies them; the memorization filter's are
-# FILTER_OVERRIDES below). `small` trains arithmetic 4x as long as its other tasks: 4-digit sums need the steps,
-# and XML's separation does not (README "Signal"). Its patience is 60 epochs: the LSTM and GRU improve their best
-# 4-digit accuracy only every 20-40 epochs late in a run (sweep small-arith4-24k), so a patience of 30 stopped them
-# early (separation benchmark, 2026-12-04 12:31).
-TASK_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "small": {"arithmetic": {"max_epochs": 640, "patience": 60}},
-}
-
 FILTER_THRESHOLD = 0.95  # paper §3.1: memorization accuracy an architecture needs to pass
 # The memorization filter keeps the paper's 25K parameters at every scale (param_scale 1). Epochs are short
 # (20 minibatches) so the 0.95 early stop is checked often, and the lr is halved after 5 epochs without
@@ -323,10 +314,22 @@ FILTER_OVERRIDES: dict[str, dict[str, Any]] = {
     "paper": {**_FILTER, "max_epochs": 500},
 }
 
+# Fields that differ, at a scale, for one task only; task_config applies them. Memorization is the filter
+# (FILTER_OVERRIDES). `small` trains arithmetic 4x as long as its other tasks: 4-digit sums need the steps, and
+# XML's separation does not (README "Signal"). Its patience is 60 epochs: the LSTM and GRU improve their best
+# 4-digit accuracy only every 20-40 epochs late in a run (sweep small-arith4-24k), so a patience of 30 stopped them
+# early (separation benchmark, 2026-12-04 12:31).
+TASK_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "ci": {"memorize": FILTER_OVERRIDES["ci"]},
+    "tiny": {"memorize": FILTER_OVERRIDES["tiny"]},
+    "small": {"memorize": FILTER_OVERRIDES["small"], "arithmetic": {"max_epochs": 640, "patience": 60}},
+    "paper": {"memorize": FILTER_OVERRIDES["paper"]},
+}
+
 
 def task_config(scale: str, task) -> TrainConfig:
-    """The scale's config for one task: the scale's ``TASK_OVERRIDES`` for it, the filter settings for
-    memorization, the music schedule for music.
+    """The scale's config for one task: the scale's ``TASK_OVERRIDES`` for it (memorization: the filter's
+    settings), and the music schedule for music.
 
     Args:
         scale: a name in ``SCALES``.
@@ -336,8 +339,6 @@ def task_config(scale: str, task) -> TrainConfig:
         HyperParameterError: unknown scale.
     """
     config = replace(scale_config(scale), **TASK_OVERRIDES.get(scale, {}).get(task.name, {}))
-    if task.name == "memorize":
-        return replace(config, **FILTER_OVERRIDES[scale])
     if task.kind == Kind.PIANO:
         return replace(config, schedule=LRSchedule.MUSIC)
     return config
